@@ -1,0 +1,11 @@
+//! The one integration-test binary (it compiles and links once): HTTP behaviour against the
+//! simulator, end to end.
+
+// Test helpers panic on unexpected results by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod crawl;
+mod credentials;
+mod endpoints;
+mod faults;
