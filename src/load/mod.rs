@@ -1,0 +1,309 @@
+//! Load: frames → a hive-partitioned Parquet lake, atomically and idempotently, on any store.
+//!
+//! 1. **Stage**: each frame is written as Parquet (zstd, statistics, bounded row groups, partition
+//!    columns dropped from the file, a stable column order) to `_staging/{run}/{dataset}/{k=v}/…`.
+//!    When every frame is staged, `_staging/{run}/_complete.json` is written last.
+//! 2. **Publish** (only a complete staging set): per partition, each file is `put` to its final path —
+//!    a single-object put is atomic on every store, so a reader sees the old file or the new one,
+//!    never half of one — then files of that partition no longer produced are deleted, then the
+//!    partition's `_manifest.json` (rows, bytes, sha256, schema, run id) is written last. A file whose
+//!    bytes equal what is published is not rewritten: a rerun with nothing new rewrites nothing.
+//!    Staging is removed at the end; a killed load is finished by running it again.
+//!
+//! Partition values go through [`crate::ids::hive`], so nothing is written outside the output root.
+
+use crate::ids::{IdError, hive};
+use crate::storage::{StorageError, Store};
+use crate::transform::Partition;
+use bytes::Bytes;
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    #[error("load: {0}")]
+    Id(#[from] IdError),
+    #[error("load {path}: {source}")]
+    Storage { path: String, source: StorageError },
+    #[error("load {what}: cannot write Parquet: {source}")]
+    Parquet { what: String, source: PolarsError },
+    #[error("load: nothing staged at {0}; run `costlake transform` first")]
+    NothingStaged(String),
+    #[error("load: staging {0} is unreadable: {1}")]
+    BadStaging(String, String),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileEntry {
+    pub dataset: String,
+    /// Partition folder below the dataset (`billing_period=2026-10/billing_profile=X`), or "".
+    pub partition: String,
+    pub file: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    pub schema: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    pub dataset: String,
+    pub partition: BTreeMap<String, String>,
+    pub files: Vec<FileEntry>,
+    pub rows: u64,
+    pub bytes: u64,
+    pub run_id: String,
+    pub written_at: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LoadReport {
+    pub partitions_written: u64,
+    pub partitions_unchanged: u64,
+    pub files_written: u64,
+    pub files_deleted: u64,
+    pub rows: u64,
+    pub bytes_written: u64,
+    pub seconds: f64,
+}
+
+pub struct Loader {
+    pub output: Store,
+    pub run_id: String,
+    pub zstd_level: i32,
+    pub row_group_size: usize,
+}
+
+fn sha256(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+/// A frame as Parquet bytes.
+pub fn parquet_bytes(
+    df: &mut DataFrame,
+    zstd_level: i32,
+    row_group_size: usize,
+) -> PolarsResult<Vec<u8>> {
+    let mut buf = Vec::new();
+    ParquetWriter::new(&mut buf)
+        .with_compression(ParquetCompression::Zstd(Some(
+            polars::polars_utils::compression::ZstdLevel::try_new(zstd_level)?,
+        )))
+        .with_statistics(StatisticsOptions::full())
+        .with_row_group_size(Some(row_group_size))
+        .finish(df)?;
+    Ok(buf)
+}
+
+impl Loader {
+    fn st(&self, path: &str) -> impl FnOnce(StorageError) -> LoadError {
+        let path = path.to_owned();
+        move |source| LoadError::Storage { path, source }
+    }
+
+    /// Writes one frame into staging.
+    pub async fn stage(&self, p: Partition) -> Result<FileEntry, LoadError> {
+        let mut dirs = Vec::new();
+        for (k, v) in &p.keys {
+            dirs.push(hive(k, v)?);
+        }
+        let partition = dirs.join("/");
+        let file = format!("{}.parquet", crate::ids::segment("file", &p.file)?);
+        let keys: Vec<String> = p.keys.iter().map(|(k, _)| k.clone()).collect();
+        let (level, rg) = (self.zstd_level, self.row_group_size);
+        let what = format!("{}/{partition}", p.dataset);
+        let (bytes, rows, schema) =
+            tokio::task::spawn_blocking(move || -> Result<_, PolarsError> {
+                let mut df = p.df.drop_many(keys);
+                let schema = df
+                    .schema()
+                    .iter()
+                    .map(|(n, t)| (n.to_string(), t.to_string()))
+                    .collect::<Vec<_>>();
+                let rows = df.height() as u64;
+                Ok((parquet_bytes(&mut df, level, rg)?, rows, schema))
+            })
+            .await
+            .map_err(|e| LoadError::BadStaging(what.clone(), e.to_string()))?
+            .map_err(|source| LoadError::Parquet {
+                what: what.clone(),
+                source,
+            })?;
+        let entry = FileEntry {
+            dataset: p.dataset.to_owned(),
+            partition: partition.clone(),
+            file: file.clone(),
+            rows,
+            bytes: bytes.len() as u64,
+            sha256: sha256(&bytes),
+            schema,
+        };
+        let path = format!("_staging/{}/{}", self.run_id, final_path(&entry));
+        self.output
+            .put(&path, Bytes::from(bytes))
+            .await
+            .map_err(self.st(&path))?;
+        Ok(entry)
+    }
+
+    /// Marks the staging set complete (written after every file).
+    pub async fn complete(&self, files: &[FileEntry]) -> Result<(), LoadError> {
+        let path = format!("_staging/{}/_complete.json", self.run_id);
+        self.output
+            .put(
+                &path,
+                Bytes::from(serde_json::to_vec_pretty(files).unwrap_or_default()),
+            )
+            .await
+            .map_err(self.st(&path))
+    }
+
+    /// Publishes the newest complete staging set.
+    pub async fn publish(&self) -> Result<LoadReport, LoadError> {
+        let t = std::time::Instant::now();
+        let staged = self
+            .output
+            .list("_staging")
+            .await
+            .map_err(self.st("_staging"))?;
+        let run = staged
+            .iter()
+            .filter(|p| p.ends_with("/_complete.json"))
+            .filter_map(|p| {
+                p.strip_prefix("_staging/")?
+                    .strip_suffix("/_complete.json")
+                    .map(str::to_owned)
+            })
+            .max()
+            .ok_or_else(|| {
+                LoadError::NothingStaged(format!("{}/_staging", self.output.display()))
+            })?;
+        let list_path = format!("_staging/{run}/_complete.json");
+        let list = self
+            .output
+            .get(&list_path)
+            .await
+            .map_err(self.st(&list_path))?
+            .ok_or_else(|| LoadError::NothingStaged(list_path.clone()))?;
+        let files: Vec<FileEntry> = serde_json::from_slice(&list)
+            .map_err(|e| LoadError::BadStaging(list_path.clone(), e.to_string()))?;
+        let mut by_partition: BTreeMap<(String, String), Vec<FileEntry>> = BTreeMap::new();
+        for f in files {
+            by_partition
+                .entry((f.dataset.clone(), f.partition.clone()))
+                .or_default()
+                .push(f);
+        }
+        let mut report = LoadReport::default();
+        for ((dataset, partition), files) in by_partition {
+            let dir = if partition.is_empty() {
+                dataset.clone()
+            } else {
+                format!("{dataset}/{partition}")
+            };
+            let manifest_path = format!("{dir}/_manifest.json");
+            let old: Option<Manifest> = self
+                .output
+                .get(&manifest_path)
+                .await
+                .map_err(self.st(&manifest_path))?
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let unchanged = old.as_ref().is_some_and(|m| {
+                let mut a: Vec<_> = m.files.iter().map(|f| (&f.file, &f.sha256)).collect();
+                let mut b: Vec<_> = files.iter().map(|f| (&f.file, &f.sha256)).collect();
+                a.sort();
+                b.sort();
+                a == b
+            });
+            report.rows += files.iter().map(|f| f.rows).sum::<u64>();
+            if unchanged {
+                report.partitions_unchanged += 1;
+                continue;
+            }
+            for f in &files {
+                if let Some(ms) = std::env::var("COSTLAKE_CHAOS_LOAD_DELAY_MS")
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    // Chaos knob for crash tests: slows publishing so a kill lands mid-load.
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                let from = format!("_staging/{run}/{}", final_path(f));
+                let to = final_path(f);
+                let bytes = self
+                    .output
+                    .get(&from)
+                    .await
+                    .map_err(self.st(&from))?
+                    .ok_or_else(|| {
+                        LoadError::BadStaging(from.clone(), "staged file missing".into())
+                    })?;
+                report.bytes_written += bytes.len() as u64;
+                self.output.put(&to, bytes).await.map_err(self.st(&to))?;
+                report.files_written += 1;
+            }
+            // Files of this partition that this run did not produce (e.g. a profile that vanished).
+            for existing in self.output.list(&dir).await.map_err(self.st(&dir))? {
+                let name = existing.rsplit('/').next().unwrap_or("");
+                let direct = existing
+                    .strip_prefix(&format!("{dir}/"))
+                    .is_some_and(|r| !r.contains('/'));
+                if direct && name.ends_with(".parquet") && !files.iter().any(|f| f.file == name) {
+                    self.output
+                        .delete(&existing)
+                        .await
+                        .map_err(self.st(&existing))?;
+                    report.files_deleted += 1;
+                }
+            }
+            let manifest = Manifest {
+                dataset: dataset.clone(),
+                partition: partition
+                    .split('/')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), crate::ids::decode(v)))
+                    .collect(),
+                rows: files.iter().map(|f| f.rows).sum(),
+                bytes: files.iter().map(|f| f.bytes).sum(),
+                files,
+                run_id: self.run_id.clone(),
+                written_at: chrono::Utc::now().to_rfc3339(),
+            };
+            self.output
+                .put(
+                    &manifest_path,
+                    Bytes::from(serde_json::to_vec_pretty(&manifest).unwrap_or_default()),
+                )
+                .await
+                .map_err(self.st(&manifest_path))?;
+            report.partitions_written += 1;
+        }
+        for f in self
+            .output
+            .list(&format!("_staging/{run}"))
+            .await
+            .map_err(self.st("_staging"))?
+        {
+            if !f.ends_with("_complete.json") {
+                self.output.delete(&f).await.map_err(self.st(&f))?;
+            }
+        }
+        self.output
+            .delete(&list_path)
+            .await
+            .map_err(self.st(&list_path))?;
+        report.seconds = t.elapsed().as_secs_f64();
+        Ok(report)
+    }
+}
+
+fn final_path(f: &FileEntry) -> String {
+    if f.partition.is_empty() {
+        format!("{}/{}", f.dataset, f.file)
+    } else {
+        format!("{}/{}/{}", f.dataset, f.partition, f.file)
+    }
+}

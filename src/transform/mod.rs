@@ -1,0 +1,743 @@
+//! Transform: landed data → typed frames, and only landed data (this module never touches the
+//! network and never imports `azure`'s client). Work is done one (billing period, billing profile)
+//! group at a time, so memory holds one group, not a month of everything.
+//!
+//! - [`usage`]: JSON pages / CSV blobs → the `usage` schema;
+//! - [`prices`]: price sheets (CSV or zip, any header order) → `prices`;
+//! - [`join`]: usage × prices → `costs`, `price_coverage`;
+//! - here: the hierarchy datasets, `invoices` and `reconciliation`.
+
+pub mod join;
+pub mod prices;
+pub mod usage;
+
+use crate::azure::models::{
+    BillingAccount, BillingProfile, BillingSubscription, Customer, Invoice, ListPage,
+};
+use crate::extract::ledger::{Ledger, UnitState};
+use crate::extract::{ExtractState, UnitKind, WorkUnit, unzstd};
+use crate::storage::{StorageError, Store};
+use polars::prelude::*;
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use usage::{SCALE, date_column, dec18, decimal_column};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransformError {
+    #[error("transform: nothing extracted yet at {0}; run `costlake extract` first")]
+    NoExtract(String),
+    #[error(
+        "transform {unit}: the extract of this unit is not finished ({state}); rerun `costlake extract`"
+    )]
+    Unfinished { unit: String, state: String },
+    #[error("transform: reading landed {path}: {source}")]
+    Storage { path: String, source: StorageError },
+    #[error("transform: landed file {path} is missing or unreadable: {reason}")]
+    Landed { path: String, reason: String },
+    #[error("transform: {0}")]
+    Decode(#[from] usage::DecodeError),
+    #[error("transform {what}: {source}")]
+    Polars { what: String, source: PolarsError },
+}
+
+/// One frame bound for one partition of one dataset.
+pub struct Partition {
+    pub dataset: &'static str,
+    /// (key, value) in partition order; empty for unpartitioned datasets.
+    pub keys: Vec<(String, String)>,
+    /// Distinguishes files of one partition written by different groups.
+    pub file: String,
+    pub df: DataFrame,
+}
+
+fn pl(what: impl Into<String>) -> impl FnOnce(PolarsError) -> TransformError {
+    let what = what.into();
+    move |source| TransformError::Polars { what, source }
+}
+
+pub struct Transformer {
+    pub landing: Store,
+    pub state: ExtractState,
+    pub partition_by: Vec<String>,
+    /// Customers to keep (tenant id or name); empty keeps all.
+    pub customers: Vec<String>,
+    invoices: Vec<Invoice>,
+}
+
+/// (period, profile) → units
+pub type Groups = BTreeMap<(String, String), Vec<WorkUnit>>;
+
+impl Transformer {
+    pub async fn open(landing: Store, partition_by: Vec<String>) -> Result<Self, TransformError> {
+        let bytes = landing
+            .get("_state/extract.json")
+            .await
+            .map_err(|source| TransformError::Storage {
+                path: "_state/extract.json".into(),
+                source,
+            })?
+            .ok_or_else(|| TransformError::NoExtract(landing.display().to_owned()))?;
+        let state: ExtractState =
+            serde_json::from_slice(&bytes).map_err(|e| TransformError::Landed {
+                path: "_state/extract.json".into(),
+                reason: e.to_string(),
+            })?;
+        let mut t = Self {
+            landing,
+            customers: state.customers.clone(),
+            state,
+            partition_by,
+            invoices: Vec::new(),
+        };
+        let mut invoices = Vec::new();
+        for ba in t.state.billing_accounts.clone() {
+            let dir = format!(
+                "invoices/{}",
+                crate::ids::segment("billing account", &ba).unwrap_or_default()
+            );
+            invoices.extend(t.list_pages::<Invoice>(&dir).await?);
+        }
+        t.invoices = invoices;
+        Ok(t)
+    }
+
+    async fn read(&self, path: &str) -> Result<Vec<u8>, TransformError> {
+        let b = self
+            .landing
+            .get(path)
+            .await
+            .map_err(|source| TransformError::Storage {
+                path: path.into(),
+                source,
+            })?
+            .ok_or_else(|| TransformError::Landed {
+                path: path.into(),
+                reason: "missing".into(),
+            })?;
+        if path.ends_with(".zst") {
+            unzstd(&b).map_err(|e| TransformError::Landed {
+                path: path.into(),
+                reason: format!("truncated or corrupt zstd: {e}"),
+            })
+        } else {
+            Ok(b.to_vec())
+        }
+    }
+
+    async fn list_pages<T: serde::de::DeserializeOwned>(
+        &self,
+        dir: &str,
+    ) -> Result<Vec<T>, TransformError> {
+        let mut out = Vec::new();
+        for f in self
+            .landing
+            .list(dir)
+            .await
+            .map_err(|source| TransformError::Storage {
+                path: dir.into(),
+                source,
+            })?
+        {
+            let name = f.rsplit('/').next().unwrap_or("");
+            if !(name.starts_with("page-")
+                && f.trim_start_matches(dir).trim_start_matches('/') == name)
+            {
+                continue;
+            }
+            let body = self.read(&f).await?;
+            if body.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let page: ListPage<T> =
+                serde_json::from_slice(&body).map_err(|e| TransformError::Landed {
+                    path: f.clone(),
+                    reason: e.to_string(),
+                })?;
+            out.extend(page.value);
+        }
+        Ok(out)
+    }
+
+    pub fn groups(&self) -> Groups {
+        let mut g: Groups = BTreeMap::new();
+        for u in &self.state.units {
+            g.entry((u.period.clone(), u.billing_profile.clone()))
+                .or_default()
+                .push(u.clone());
+        }
+        g
+    }
+
+    fn keys(&self, period: &str, profile: &str) -> Vec<(String, String)> {
+        self.partition_by
+            .iter()
+            .map(|k| {
+                (
+                    k.clone(),
+                    if k == "billing_period" {
+                        period.to_owned()
+                    } else {
+                        profile.to_owned()
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Usage, prices, costs, coverage and reconciliation of one (period, profile).
+    pub async fn group(
+        &self,
+        period: &str,
+        profile: &str,
+        units: &[WorkUnit],
+    ) -> Result<Vec<Partition>, TransformError> {
+        let mut usage_files: Vec<(String, bool)> = Vec::new();
+        let mut price_files = Vec::new();
+        for u in units {
+            let ledger = Ledger::load(&self.landing, &format!("{}/_ledger.json", u.dir))
+                .await
+                .map_err(|source| TransformError::Storage {
+                    path: u.dir.clone(),
+                    source,
+                })?;
+            let ledger = match ledger {
+                Some(l) if l.state == UnitState::Done => l,
+                Some(l) => {
+                    return Err(TransformError::Unfinished {
+                        unit: u.dir.clone(),
+                        state: format!("{:?}", l.state).to_lowercase(),
+                    });
+                }
+                None => {
+                    return Err(TransformError::Unfinished {
+                        unit: u.dir.clone(),
+                        state: "not started".into(),
+                    });
+                }
+            };
+            for p in &ledger.pages {
+                let path = format!("{}/{}", u.dir, p.file);
+                match u.kind {
+                    UnitKind::Prices => price_files.push(path),
+                    UnitKind::CostDetails { .. } => usage_files.push((path, true)),
+                    UnitKind::Usage { .. } | UnitKind::OpenUsage => usage_files.push((path, false)),
+                }
+            }
+        }
+        let mut usage_bytes = Vec::with_capacity(usage_files.len());
+        for (p, csv) in &usage_files {
+            usage_bytes.push((p.clone(), *csv, self.read(p).await?));
+        }
+        let mut price_bytes = Vec::new();
+        for p in &price_files {
+            price_bytes.push((p.clone(), self.read(p).await?));
+        }
+        let invoices: Vec<Invoice> = self
+            .invoices
+            .iter()
+            .filter(|i| {
+                invoice_period(i).as_deref() == Some(period)
+                    && invoice_profile(i)
+                        .as_deref()
+                        .is_some_and(|p| p.eq_ignore_ascii_case(profile))
+            })
+            .cloned()
+            .collect();
+        let (period, profile) = (period.to_owned(), profile.to_owned());
+        let keys = self.keys(&period, &profile);
+        let customers = self.customers.clone();
+        let file = format!(
+            "part-{}",
+            crate::ids::segment("billing profile", &profile).unwrap_or_default()
+        );
+        tokio::task::spawn_blocking(move || -> Result<Vec<Partition>, TransformError> {
+            let mut b = usage::Builder::new();
+            for (path, csv, bytes) in &usage_bytes {
+                if *csv {
+                    b.push_csv(path, bytes)?
+                } else {
+                    b.push_json_page(path, bytes)?
+                };
+            }
+            let sums = std::mem::take(&mut b.cost_by_invoice);
+            let mut usage = b.finish(&period, &profile).map_err(pl("usage frame"))?;
+            if !customers.is_empty() {
+                let keep: Vec<String> = customers.iter().map(|c| c.to_ascii_lowercase()).collect();
+                let names = usage
+                    .column("customer_name")
+                    .and_then(|c| c.str().cloned())
+                    .map_err(pl("customer filter"))?;
+                let mask: BooleanChunked = usage
+                    .column("customer_tenant_id")
+                    .and_then(|c| c.str().cloned())
+                    .map_err(pl("customer filter"))?
+                    .iter()
+                    .zip(names.iter())
+                    .map(|(t, n)| {
+                        Some(
+                            t.is_some_and(|t| keep.contains(&t.to_ascii_lowercase()))
+                                || n.is_some_and(|n| keep.contains(&n.to_ascii_lowercase())),
+                        )
+                    })
+                    .collect();
+                usage = usage.filter(&mask).map_err(pl("customer filter"))?;
+            }
+            let mut pb = prices::PriceBuilder::new();
+            for (path, bytes) in &price_bytes {
+                pb.push_file(path, bytes)?;
+            }
+            let prices = pb.finish(&period, &profile).map_err(pl("prices frame"))?;
+            let costs =
+                join::join(&usage, &prices).map_err(pl(format!("join {period} {profile}")))?;
+            let coverage = join::coverage(&costs).map_err(pl("price coverage"))?;
+            let recon = reconciliation(&period, &profile, &invoices, &sums)
+                .map_err(pl("reconciliation"))?;
+            let mk = |dataset, df| Partition {
+                dataset,
+                keys: keys.clone(),
+                file: file.clone(),
+                df,
+            };
+            Ok(vec![
+                mk("usage", usage),
+                mk("prices", prices),
+                mk("costs", costs),
+                mk("price_coverage", coverage),
+                mk("reconciliation", recon),
+            ])
+        })
+        .await
+        .map_err(|e| TransformError::Landed {
+            path: "worker".into(),
+            reason: e.to_string(),
+        })?
+    }
+
+    /// The hierarchy datasets (unpartitioned) and `invoices` (partitioned like usage).
+    pub async fn dimensions(&self) -> Result<Vec<Partition>, TransformError> {
+        let mut accounts: Vec<BillingAccount> = Vec::new();
+        let mut profiles: Vec<(String, BillingProfile)> = Vec::new();
+        let mut customers: Vec<(String, Customer)> = Vec::new();
+        let mut subs: Vec<(String, BillingSubscription)> = Vec::new();
+        let wanted = &self.state.billing_accounts;
+        for a in self
+            .list_pages::<BillingAccount>("hierarchy/billing_accounts")
+            .await?
+        {
+            if wanted.iter().any(|w| w.eq_ignore_ascii_case(&a.name)) {
+                accounts.push(a);
+            }
+        }
+        for a in &accounts {
+            let bas = crate::ids::segment("billing account", &a.name).unwrap_or_default();
+            profiles.extend(
+                self.list_pages::<BillingProfile>(&format!("hierarchy/{bas}/billing_profiles"))
+                    .await?
+                    .into_iter()
+                    .map(|p| (a.name.clone(), p)),
+            );
+            customers.extend(
+                self.list_pages::<Customer>(&format!("hierarchy/{bas}/customers"))
+                    .await?
+                    .into_iter()
+                    .map(|p| (a.name.clone(), p)),
+            );
+            subs.extend(
+                self.list_pages::<BillingSubscription>(&format!(
+                    "hierarchy/{bas}/billing_subscriptions"
+                ))
+                .await?
+                .into_iter()
+                .map(|p| (a.name.clone(), p)),
+            );
+        }
+        let s = |v: Vec<Option<String>>, n: &str| Column::new(n.into(), v);
+        let unpart = |dataset, df| Partition {
+            dataset,
+            keys: Vec::new(),
+            file: "part-00000".into(),
+            df,
+        };
+        let mut out = Vec::new();
+        let n = accounts.len();
+        out.push(unpart(
+            "billing_accounts",
+            DataFrame::new(
+                n,
+                vec![
+                    s(
+                        accounts.iter().map(|a| Some(a.name.clone())).collect(),
+                        "billing_account_id",
+                    ),
+                    s(
+                        accounts.iter().map(|a| a.props().display_name).collect(),
+                        "display_name",
+                    ),
+                    s(
+                        accounts.iter().map(|a| a.props().agreement_type).collect(),
+                        "agreement_type",
+                    ),
+                    s(
+                        accounts
+                            .iter()
+                            .map(|a| a.props().account_type.or(a.props().customer_type))
+                            .collect(),
+                        "account_type",
+                    ),
+                ],
+            )
+            .map_err(pl("billing_accounts"))?,
+        ));
+        let n = profiles.len();
+        out.push(unpart(
+            "billing_profiles",
+            DataFrame::new(
+                n,
+                vec![
+                    s(
+                        profiles.iter().map(|p| Some(p.0.clone())).collect(),
+                        "billing_account_id",
+                    ),
+                    s(
+                        profiles.iter().map(|p| Some(p.1.name.clone())).collect(),
+                        "billing_profile",
+                    ),
+                    s(
+                        profiles
+                            .iter()
+                            .map(|p| Some(crate::azure::models::normalize_id(&p.1.id)))
+                            .collect(),
+                        "billing_profile_arm_id",
+                    ),
+                    s(
+                        profiles.iter().map(|p| p.1.props().display_name).collect(),
+                        "display_name",
+                    ),
+                    s(
+                        profiles.iter().map(|p| p.1.props().currency).collect(),
+                        "currency",
+                    ),
+                    s(
+                        profiles.iter().map(|p| p.1.props().status).collect(),
+                        "status",
+                    ),
+                ],
+            )
+            .map_err(pl("billing_profiles"))?,
+        ));
+        let n = customers.len();
+        out.push(unpart(
+            "customers",
+            DataFrame::new(
+                n,
+                vec![
+                    s(
+                        customers.iter().map(|c| Some(c.0.clone())).collect(),
+                        "billing_account_id",
+                    ),
+                    s(
+                        customers.iter().map(|c| Some(c.1.name.clone())).collect(),
+                        "customer_id",
+                    ),
+                    s(
+                        customers.iter().map(|c| c.1.props().display_name).collect(),
+                        "display_name",
+                    ),
+                    s(
+                        customers
+                            .iter()
+                            .map(|c| {
+                                c.1.props()
+                                    .billing_profile_id
+                                    .map(|b| b.rsplit('/').next().unwrap_or(&b).to_owned())
+                            })
+                            .collect(),
+                        "billing_profile",
+                    ),
+                    s(
+                        customers
+                            .iter()
+                            .map(|c| {
+                                c.1.props()
+                                    .resellers
+                                    .first()
+                                    .and_then(|r| r.reseller_id.clone())
+                            })
+                            .collect(),
+                        "reseller_id",
+                    ),
+                    s(
+                        customers
+                            .iter()
+                            .map(|c| {
+                                c.1.props()
+                                    .resellers
+                                    .first()
+                                    .and_then(|r| r.description.clone())
+                            })
+                            .collect(),
+                        "reseller_name",
+                    ),
+                ],
+            )
+            .map_err(pl("customers"))?,
+        ));
+        let n = subs.len();
+        let amount = |a: Option<crate::azure::models::Amount>| {
+            a.and_then(|a| a.value)
+                .and_then(|v| dec18(&v.to_string()).ok())
+        };
+        out.push(unpart(
+            "subscriptions",
+            DataFrame::new(
+                n,
+                vec![
+                    s(
+                        subs.iter().map(|c| Some(c.0.clone())).collect(),
+                        "billing_account_id",
+                    ),
+                    s(
+                        subs.iter().map(|c| c.1.props().subscription_id).collect(),
+                        "subscription_id",
+                    ),
+                    s(
+                        subs.iter().map(|c| c.1.props().display_name).collect(),
+                        "display_name",
+                    ),
+                    s(
+                        subs.iter()
+                            .map(|c| c.1.props().subscription_billing_status)
+                            .collect(),
+                        "status",
+                    ),
+                    s(
+                        subs.iter()
+                            .map(|c| {
+                                c.1.props()
+                                    .customer_id
+                                    .map(|b| b.rsplit('/').next().unwrap_or(&b).to_owned())
+                            })
+                            .collect(),
+                        "customer_id",
+                    ),
+                    s(
+                        subs.iter()
+                            .map(|c| c.1.props().customer_display_name)
+                            .collect(),
+                        "customer_name",
+                    ),
+                    s(
+                        subs.iter()
+                            .map(|c| {
+                                c.1.props()
+                                    .billing_profile_id
+                                    .map(|b| b.rsplit('/').next().unwrap_or(&b).to_owned())
+                            })
+                            .collect(),
+                        "billing_profile",
+                    ),
+                    s(subs.iter().map(|c| c.1.props().sku_id).collect(), "sku_id"),
+                    decimal_column(
+                        "last_month_charges",
+                        subs.iter()
+                            .map(|c| amount(c.1.props().last_month_charges))
+                            .collect(),
+                    )
+                    .map_err(pl("subscriptions"))?,
+                    decimal_column(
+                        "month_to_date_charges",
+                        subs.iter()
+                            .map(|c| amount(c.1.props().month_to_date_charges))
+                            .collect(),
+                    )
+                    .map_err(pl("subscriptions"))?,
+                    s(
+                        subs.iter()
+                            .map(|c| c.1.props().month_to_date_charges.and_then(|a| a.currency))
+                            .collect(),
+                        "currency",
+                    ),
+                ],
+            )
+            .map_err(pl("subscriptions"))?,
+        ));
+        // invoices, one frame per (period, profile)
+        let mut by: BTreeMap<(String, String), Vec<&Invoice>> = BTreeMap::new();
+        for i in &self.invoices {
+            if let (Some(p), Some(b)) = (invoice_period(i), invoice_profile(i)) {
+                by.entry((p, b)).or_default().push(i);
+            }
+        }
+        for ((period, profile), inv) in by {
+            let df = invoices_frame(&inv).map_err(pl("invoices"))?;
+            let file = format!(
+                "part-{}",
+                crate::ids::segment("billing profile", &profile).unwrap_or_default()
+            );
+            out.push(Partition {
+                dataset: "invoices",
+                keys: self.keys(&period, &profile),
+                file,
+                df,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn invoice_period(i: &Invoice) -> Option<String> {
+    i.props()
+        .invoice_period_start_date
+        .map(|d| d.date_naive().format("%Y-%m").to_string())
+}
+
+fn invoice_profile(i: &Invoice) -> Option<String> {
+    i.props()
+        .billing_profile_id
+        .map(|b| b.rsplit('/').next().unwrap_or(&b).to_owned())
+}
+
+fn days(d: Option<chrono::DateTime<chrono::Utc>>) -> Option<i32> {
+    d.map(|d| {
+        (d.date_naive() - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default())
+            .num_days() as i32
+    })
+}
+
+fn money(a: &Option<crate::azure::models::Amount>) -> Option<i128> {
+    a.as_ref()
+        .and_then(|a| a.value)
+        .and_then(|v| dec18(&v.to_string()).ok())
+}
+
+fn invoices_frame(inv: &[&Invoice]) -> PolarsResult<DataFrame> {
+    let p: Vec<_> = inv.iter().map(|i| i.props()).collect();
+    let n = inv.len();
+    let s = |v: Vec<Option<String>>, name: &str| Column::new(name.into(), v);
+    DataFrame::new(
+        n,
+        vec![
+            s(
+                inv.iter().map(|i| Some(i.name.clone())).collect(),
+                "invoice_id",
+            ),
+            s(
+                inv.iter().map(|i| Some(i.scope())).collect(),
+                "invoice_arm_id",
+            ),
+            s(
+                inv.iter()
+                    .map(|i| crate::azure::api::billing_account_of(&i.id).map(str::to_owned))
+                    .collect(),
+                "billing_account_id",
+            ),
+            s(
+                p.iter()
+                    .map(|x| x.billing_profile_display_name.clone())
+                    .collect(),
+                "billing_profile_name",
+            ),
+            s(p.iter().map(|x| x.status.clone()).collect(), "status"),
+            s(
+                p.iter().map(|x| x.invoice_type.clone()).collect(),
+                "invoice_type",
+            ),
+            date_column(
+                "invoice_date",
+                p.iter().map(|x| days(x.invoice_date)).collect(),
+            ),
+            date_column("due_date", p.iter().map(|x| days(x.due_date)).collect()),
+            date_column(
+                "invoice_period_start",
+                p.iter()
+                    .map(|x| days(x.invoice_period_start_date))
+                    .collect(),
+            ),
+            date_column(
+                "invoice_period_end",
+                p.iter().map(|x| days(x.invoice_period_end_date)).collect(),
+            ),
+            s(
+                p.iter()
+                    .map(|x| x.total_amount.as_ref().and_then(|a| a.currency.clone()))
+                    .collect(),
+                "currency",
+            ),
+            decimal_column(
+                "amount_due",
+                p.iter().map(|x| money(&x.amount_due)).collect(),
+            )?,
+            decimal_column(
+                "billed_amount",
+                p.iter().map(|x| money(&x.billed_amount)).collect(),
+            )?,
+            decimal_column("sub_total", p.iter().map(|x| money(&x.sub_total)).collect())?,
+            decimal_column(
+                "tax_amount",
+                p.iter().map(|x| money(&x.tax_amount)).collect(),
+            )?,
+            decimal_column(
+                "total_amount",
+                p.iter().map(|x| money(&x.total_amount)).collect(),
+            )?,
+        ],
+    )
+}
+
+/// Per invoice: Σ usage cost (billing currency, exact) against the invoice, to the cent.
+fn reconciliation(
+    period: &str,
+    profile: &str,
+    invoices: &[Invoice],
+    sums: &BTreeMap<String, Decimal>,
+) -> PolarsResult<DataFrame> {
+    let _ = (period, profile);
+    let mut id = Vec::new();
+    let mut cur = Vec::new();
+    let (mut inv_total, mut usage_total, mut usage_cents, mut diff) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut status = Vec::new();
+    for i in invoices {
+        let p = i.props();
+        let invoice = p
+            .sub_total
+            .as_ref()
+            .or(p.total_amount.as_ref())
+            .and_then(|a| a.value);
+        let used = sums.get(&i.name).copied();
+        let cents = used.map(|u| {
+            u.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+        });
+        let d = match (invoice, cents) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+        id.push(i.name.clone());
+        cur.push(p.total_amount.and_then(|a| a.currency));
+        let to = |x: Option<Decimal>| x.and_then(|v| dec18(&v.to_string()).ok());
+        inv_total.push(to(invoice));
+        usage_total.push(to(used));
+        usage_cents.push(to(cents));
+        diff.push(to(d));
+        status.push(match (used, d) {
+            (None, _) => "no_usage",
+            (_, Some(x)) if x.is_zero() => "ok",
+            _ => "mismatch",
+        });
+    }
+    let n = id.len();
+    let _ = SCALE;
+    DataFrame::new(
+        n,
+        vec![
+            Column::new("invoice_id".into(), id),
+            Column::new("currency".into(), cur),
+            decimal_column("invoice_sub_total", inv_total)?,
+            decimal_column("usage_cost", usage_total)?,
+            decimal_column("usage_cost_rounded", usage_cents)?,
+            decimal_column("difference", diff)?,
+            Column::new("status".into(), status),
+        ],
+    )
+}

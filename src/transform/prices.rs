@@ -1,0 +1,183 @@
+//! Price sheets → a typed `prices` frame, whatever their form: a CSV with or without BOM, or a zip
+//! of CSV parts; columns matched by name case-insensitively, in any order (the documented
+//! PascalCase layout and the newer alphabetical lower-camel one both occur).
+
+use super::usage::{DecodeError, date_column, date_days, dec18, decimal_column};
+use polars::prelude::*;
+use std::collections::HashMap;
+
+/// (output column, header name lower-cased, kind: 's' string, 'd' decimal, 't' date)
+pub const PRICE_COLUMNS: &[(&str, &str, char)] = &[
+    ("billing_account_id", "billingaccountid", 's'),
+    ("billing_profile_id", "billingprofileid", 's'),
+    ("meter_id", "meterid", 's'),
+    ("meter_name", "metername", 's'),
+    ("meter_type", "metertype", 's'),
+    ("meter_category", "metercategory", 's'),
+    ("meter_sub_category", "metersubcategory", 's'),
+    ("meter_region", "meterregion", 's'),
+    ("product", "product", 's'),
+    ("product_id", "productid", 's'),
+    ("sku_id", "skuid", 's'),
+    ("service_family", "servicefamily", 's'),
+    ("unit_of_measure", "unitofmeasure", 's'),
+    ("price_type", "pricetype", 's'),
+    ("term", "term", 's'),
+    ("tier_minimum_units", "tierminimumunits", 'd'),
+    ("effective_start_date", "effectivestartdate", 't'),
+    ("effective_end_date", "effectiveenddate", 't'),
+    ("unit_price", "unitprice", 'd'),
+    ("base_price", "baseprice", 'd'),
+    ("market_price", "marketprice", 'd'),
+    ("currency", "currency", 's'),
+    ("billing_currency", "billingcurrency", 's'),
+];
+
+const REQUIRED: &[&str] = &["meterid", "unitprice", "effectivestartdate", "pricetype"];
+
+#[derive(Default)]
+pub struct PriceBuilder {
+    s: Vec<Vec<Option<String>>>,
+    d: Vec<Vec<Option<i128>>>,
+    t: Vec<Vec<Option<i32>>>,
+    rows: usize,
+}
+
+impl PriceBuilder {
+    pub fn new() -> Self {
+        Self {
+            s: vec![Vec::new(); PRICE_COLUMNS.len()],
+            d: vec![Vec::new(); PRICE_COLUMNS.len()],
+            t: vec![Vec::new(); PRICE_COLUMNS.len()],
+            rows: 0,
+        }
+    }
+
+    /// A landed price sheet: zip (by its `PK` magic) or CSV.
+    pub fn push_file(&mut self, what: &str, bytes: &[u8]) -> Result<usize, DecodeError> {
+        if bytes.starts_with(b"PK") {
+            let bad = |reason: String| DecodeError {
+                what: what.to_owned(),
+                reason,
+            };
+            let mut z = ::zip::ZipArchive::new(std::io::Cursor::new(bytes))
+                .map_err(|e| bad(format!("not a readable zip: {e}")))?;
+            let mut n = 0;
+            for i in 0..z.len() {
+                let mut f = z
+                    .by_index(i)
+                    .map_err(|e| bad(format!("zip entry {i}: {e}")))?;
+                if f.is_dir() {
+                    continue;
+                }
+                let name = f.name().to_owned();
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut buf)
+                    .map_err(|e| bad(format!("zip entry {name}: {e}")))?;
+                n += self.push_csv(&format!("{what}!{name}"), &buf)?;
+            }
+            Ok(n)
+        } else {
+            self.push_csv(what, bytes)
+        }
+    }
+
+    pub fn push_csv(&mut self, what: &str, body: &[u8]) -> Result<usize, DecodeError> {
+        let bad = |reason: String| DecodeError {
+            what: what.to_owned(),
+            reason,
+        };
+        let body = body.strip_prefix("\u{feff}".as_bytes()).unwrap_or(body);
+        let mut rd = csv::ReaderBuilder::new().from_reader(body);
+        let headers = rd
+            .headers()
+            .map_err(|e| bad(format!("header: {e}")))?
+            .clone();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for (i, h) in headers.iter().enumerate() {
+            if index.insert(h.trim().to_ascii_lowercase(), i).is_some() {
+                return Err(bad(format!("column `{h}` appears twice")));
+            }
+        }
+        let missing: Vec<&str> = REQUIRED
+            .iter()
+            .filter(|r| !index.contains_key(**r))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            return Err(bad(format!(
+                "missing column(s) {}; found {}",
+                missing.join(", "),
+                headers.iter().collect::<Vec<_>>().join(",")
+            )));
+        }
+        let pos: Vec<Option<usize>> = PRICE_COLUMNS
+            .iter()
+            .map(|c| index.get(c.1).copied())
+            .collect();
+        let mut n = 0;
+        for (k, rec) in rd.records().enumerate() {
+            let rec = rec.map_err(|e| bad(format!("line {}: {e}", k + 2)))?;
+            for (i, (name, _, kind)) in PRICE_COLUMNS.iter().enumerate() {
+                let v = pos[i]
+                    .and_then(|p| rec.get(p))
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty());
+                let e = |r: String| bad(format!("line {}, {name}: {r}", k + 2));
+                match kind {
+                    'd' => self.d[i].push(v.map(dec18).transpose().map_err(e)?),
+                    't' => self.t[i].push(v.map(date_days).transpose().map_err(e)?),
+                    _ => self.s[i].push(v.map(str::to_owned)),
+                }
+            }
+            n += 1;
+        }
+        self.rows += n;
+        Ok(n)
+    }
+
+    pub fn finish(
+        mut self,
+        billing_period: &str,
+        billing_profile: &str,
+    ) -> PolarsResult<DataFrame> {
+        let h = self.rows;
+        let mut cols = vec![
+            Column::new("billing_period".into(), vec![billing_period; h]),
+            Column::new("billing_profile".into(), vec![billing_profile; h]),
+        ];
+        for (i, (name, _, kind)) in PRICE_COLUMNS.iter().enumerate() {
+            cols.push(match kind {
+                'd' => decimal_column(name, std::mem::take(&mut self.d[i]))?,
+                't' => date_column(name, std::mem::take(&mut self.t[i])),
+                _ => Column::new((*name).into(), std::mem::take(&mut self.s[i])),
+            });
+        }
+        DataFrame::new(h, cols)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_layouts_read_the_same() {
+        let a = "\u{feff}MeterId,UnitPrice,MarketPrice,EffectiveStartDate,EffectiveEndDate,PriceType,Term,TierMinimumUnits\r\nm1,0.5,0.6,2026-09-01T00:00:00Z,2099-12-31T23:59:59Z,Consumption,,0\r\n";
+        let b = "effectiveEndDate,effectiveStartDate,marketPrice,meterId,priceType,Term,tierMinimumUnits,unitPrice\n2099-12-31T23:59:59Z,2026-09-01T00:00:00Z,0.60,m1,Consumption,,0,0.50\n";
+        let mut x = PriceBuilder::new();
+        x.push_csv("a", a.as_bytes()).unwrap();
+        let mut y = PriceBuilder::new();
+        y.push_csv("b", b.as_bytes()).unwrap();
+        assert!(
+            x.finish("2026-09", "P")
+                .unwrap()
+                .equals_missing(&y.finish("2026-09", "P").unwrap())
+        );
+        let e = PriceBuilder::new()
+            .push_csv("c", b"MeterName,UnitPrice\nx,1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("meterid") && e.contains("c:"), "{e}");
+    }
+}
