@@ -44,6 +44,24 @@ enum Command {
     Subscriptions(ListArgs),
     /// List invoices of a billing account for a range of months.
     Invoices(InvoiceArgs),
+    /// Check a pipeline file; reports every problem at once.
+    Validate(PipelineArgs),
+    /// Print the work units a run would do (and what is already landed), without extracting.
+    Plan(PipelineArgs),
+    /// Run a pipeline: extract, transform and load.
+    Run(PipelineArgs),
+    /// Extract only: land raw responses (resumable).
+    Extract(PipelineArgs),
+    /// Transform only: landed data → staged Parquet.
+    Transform(PipelineArgs),
+    /// Load only: publish staged Parquet into the lake.
+    Load(PipelineArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct PipelineArgs {
+    /// The pipeline file, e.g. pipelines/demo.toml.
+    pipeline: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -175,7 +193,53 @@ fn init_logging(verbose: u8) {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    use crate::pipeline::{Stages, config::Pipeline};
+    let stages = match &cli.command {
+        Command::Run(_) => Some(Stages::All),
+        Command::Extract(_) => Some(Stages::Extract),
+        Command::Transform(_) => Some(Stages::Transform),
+        Command::Load(_) => Some(Stages::Load),
+        _ => None,
+    };
     match cli.command {
+        Command::Validate(a) => {
+            let p = Pipeline::load(&a.pipeline)?;
+            println!(
+                "{}: ok ({} source, {} datasets, landing {}, output {})",
+                a.pipeline,
+                match p.source {
+                    crate::pipeline::config::Source::Azure { .. } => "azure",
+                    _ => "simulator",
+                },
+                p.datasets.len(),
+                p.landing,
+                p.output
+            );
+            Ok(())
+        }
+        Command::Plan(a) => {
+            let p = Pipeline::load(&a.pipeline)?;
+            print!("{}", crate::pipeline::plan(&p).await?);
+            Ok(())
+        }
+        Command::Run(a) | Command::Extract(a) | Command::Transform(a) | Command::Load(a) => {
+            let p = Pipeline::load(&a.pipeline)?;
+            let report = crate::pipeline::run(&p, stages.unwrap_or(Stages::All)).await?;
+            eprintln!("{}", report.summary());
+            eprintln!(
+                "report: {}/_runs/{}.json",
+                p.output.trim_end_matches('/'),
+                report.run_id
+            );
+            if !report.reconciliation_mismatches.is_empty() {
+                anyhow::bail!(
+                    "usage does not reconcile with {} invoice(s): {}",
+                    report.reconciliation_mismatches.len(),
+                    report.reconciliation_mismatches.join(", ")
+                );
+            }
+            Ok(())
+        }
         Command::Simulate(a) => simulate(a).await,
         Command::Accounts(a) => {
             let (client, _sim) = connect(&a.target).await?;

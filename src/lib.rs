@@ -22,6 +22,12 @@
 //!   `azure` never imports polars.
 //! - [`simulate`]: an Azure simulator speaking the same contract, with a deterministic generator that
 //!   also knows the truth (counts, exact sums), Azure's rate limits and fault injection.
+//! - [`pipeline`]: a pipeline file ([`pipeline::config`]) run as three resumable stages:
+//!   [`extract`] lands raw responses with a ledger per work unit; [`transform`] turns landed data
+//!   (only landed data: it never imports the client) into polars frames, joins usage to prices and
+//!   reconciles invoices; [`load`] publishes hive partitions atomically and idempotently through
+//!   [`storage`] (object_store: local, Azure Blob/ADLS, S3, GCS, memory).
+//! - [`ids`]: every API value that becomes a path segment is percent-encoded there.
 //! - [`secret`]: types that redact client secrets, bearer tokens and SAS signatures wherever shown.
 //! - [`config`]: clouds and endpoints (http only to loopback).
 //! - [`cli`]: the command line.
@@ -34,7 +40,13 @@ pub mod azure;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod extract;
+pub mod ids;
+pub mod load;
+pub mod pipeline;
 pub mod secret;
 pub mod simulate;
+pub mod storage;
+pub mod transform;
 
 pub use error::{Error, Result};
