@@ -2,8 +2,8 @@
 //! paging and prints the simulator's peak RSS (VmHWM), rows/s and MB/s. The target (issue 2) is a
 //! peak RSS under 200 MB for 1 M rows: pages are generated on demand, never held.
 //!
-//! Run: `cargo bench --bench sim_rss` (release) or `cargo bench --profile dev --bench sim_rss`;
-//! `SIM_RSS_ROWS=200000` for a quicker run.
+//! Run: `cargo bench --bench sim_rss` (release, 1 M rows), or in a debug build
+//! `SIM_RSS_ROWS=1000000 cargo bench --profile dev --bench sim_rss`.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::zombie_processes)]
 

@@ -4,8 +4,11 @@
 // Test helpers panic on unexpected results by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod azurite;
 mod common;
+mod crash;
 mod crawl;
 mod credentials;
 mod endpoints;
 mod faults;
+mod pipeline;

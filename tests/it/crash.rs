@@ -1,0 +1,214 @@
+//! SIGKILL during extract, and again during load, then a rerun: the lake equals an uninterrupted
+//! run's, byte for byte, and the resumed extract fetched only the pages it had not landed.
+
+use crate::pipeline::{toml, walk};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn costlake(args: &[&str], envs: &[(&str, String)]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_costlake"));
+    c.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c
+}
+
+fn ok(mut c: Command) {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn write(dir: &Path) -> String {
+    let file = dir.join("p.toml");
+    // Small pages so the extract takes long enough to be killed in the middle.
+    std::fs::write(
+        &file,
+        toml(dir, "page_size = 10", "usage-details")
+            .replace("time_scale = 6000", "time_scale = 120"),
+    )
+    .unwrap();
+    file.to_string_lossy().into_owned()
+}
+
+fn count(dir: &Path, f: impl Fn(&str) -> bool) -> usize {
+    walk(dir).iter().filter(|p| f(&p.to_string_lossy())).count()
+}
+
+fn kill_when(mut child: Child, what: &str, cond: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "{what}: condition never met"
+        );
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what}: the run ended ({status}) before it could be killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
+/// sha256 of every Parquet file and manifest-less listing, relative to the lake.
+fn lake_files(lake: &Path) -> BTreeMap<String, Vec<u8>> {
+    walk(lake)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .filter(|p| !p.to_string_lossy().contains("_staging"))
+        .map(|p| {
+            (
+                p.strip_prefix(lake).unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_in_extract_and_in_load_then_rerun_equals_an_uninterrupted_run() {
+    let clean = tempfile::tempdir().unwrap();
+    let f = write(clean.path());
+    ok(costlake(&["run", &f], &[]));
+    let reference = lake_files(&clean.path().join("lake"));
+    assert!(reference.len() > 20);
+
+    // 1. Kill during extract, once at least 25 pages are landed.
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path());
+    let env = [
+        ("COSTLAKE_SIM_PORT", free_port().to_string()),
+        ("COSTLAKE_SIM_BLOB_PORT", free_port().to_string()),
+    ];
+    let landing = dir.path().join("landing");
+    let child = costlake(&["run", &f], &env).spawn().unwrap();
+    kill_when(child, "extract", || {
+        count(&landing, |p| {
+            p.contains("/units/usage/") && p.ends_with(".json.zst")
+        }) >= 25
+    });
+    assert!(
+        !dir.path().join("lake/usage").exists(),
+        "killed before load"
+    );
+    // What the ledgers say was landed before the kill (invoiced units only; open months are re-read).
+    let mut before: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    for l in walk(&landing).into_iter().filter(|p| {
+        p.ends_with("_ledger.json")
+            && p.to_string_lossy().contains("/units/usage/")
+            && !p.to_string_lossy().contains("/open/")
+    }) {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&l).unwrap()).unwrap();
+        let unit = v["unit"].as_str().unwrap().to_owned();
+        before.insert(
+            unit,
+            (
+                v["state"].as_str().unwrap().to_owned(),
+                v["pages"].as_array().unwrap().len(),
+            ),
+        );
+    }
+    assert!(
+        before.values().any(|(s, _)| s == "started"),
+        "the kill interrupted a unit: {before:?}"
+    );
+    ok(costlake(&["run", &f], &env));
+    let report = walk(&dir.path().join("lake/_runs")).pop().unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    let (mut refetched, mut saved) = (0u64, 0u64);
+    for u in report["extract"]["units"].as_array().unwrap() {
+        let unit = u["unit"].as_str().unwrap();
+        let (fetched, total) = (
+            u["pages_fetched"].as_u64().unwrap(),
+            u["pages_total"].as_u64().unwrap(),
+        );
+        if let Some((state, landed)) = before.get(unit) {
+            let expect = if state == "done" {
+                0
+            } else {
+                total - *landed as u64
+            };
+            assert_eq!(
+                fetched, expect,
+                "{unit}: {state} with {landed} pages before the kill"
+            );
+            refetched += fetched;
+            saved += *landed as u64;
+        }
+    }
+    eprintln!(
+        "extract killed with {saved} usage pages in ledgers; the rerun fetched only the other {refetched}"
+    );
+    assert_eq!(
+        lake_files(&dir.path().join("lake")),
+        reference,
+        "byte-identical lake after a kill in extract"
+    );
+
+    // 2. Kill during load (publishing slowed down), then load again.
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path());
+    ok(costlake(&["extract", &f], &[]));
+    ok(costlake(&["transform", &f], &[]));
+    let lake = dir.path().join("lake");
+    let child = costlake(
+        &["load", &f],
+        &[("COSTLAKE_CHAOS_LOAD_DELAY_MS", "150".into())],
+    )
+    .spawn()
+    .unwrap();
+    kill_when(child, "load", || {
+        count(&lake, |p| {
+            p.ends_with(".parquet") && !p.contains("_staging")
+        }) >= 6
+    });
+    let published = lake_files(&lake);
+    assert!(
+        !published.is_empty() && published.len() < reference.len(),
+        "killed in the middle of publishing: {} of {}",
+        published.len(),
+        reference.len()
+    );
+    for (path, bytes) in &published {
+        assert_eq!(
+            reference.get(path),
+            Some(bytes),
+            "{path}: a published file is whole and final even before the kill"
+        );
+    }
+    ok(costlake(&["load", &f], &[]));
+    assert_eq!(
+        lake_files(&lake),
+        reference,
+        "byte-identical lake after a kill in load"
+    );
+    assert_eq!(
+        count(&lake, |p| p.contains("_staging") && p.ends_with(".parquet")),
+        0,
+        "staging cleaned up"
+    );
+    eprintln!(
+        "load killed after {} of {} files; the rerun completed it byte-identically",
+        published.len(),
+        reference.len()
+    );
+}
