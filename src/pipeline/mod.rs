@@ -353,7 +353,7 @@ pub async fn plan(p: &Pipeline) -> anyhow::Result<String> {
         "{:<6} {:<9} {:<24} {:<8} {:<9} {:>6}  unit",
         "action", "period", "billing profile", "kind", "landed", "pages"
     )?;
-    let (mut fetch, mut skip) = (0, 0);
+    let (mut fetch, mut skip, mut calls) = (0, 0, 0u64);
     for u in &units {
         let ledger =
             crate::extract::ledger::Ledger::load(&landing, &format!("{}/_ledger.json", u.dir))
@@ -373,7 +373,14 @@ pub async fn plan(p: &Pipeline) -> anyhow::Result<String> {
         if action == "skip" {
             skip += 1
         } else {
-            fetch += 1
+            fetch += 1;
+            // The least a unit can cost: a page; a start, a poll and a download; or a report's start,
+            // poll and two blobs. Usage pages beyond the first are not known until they are listed.
+            calls += match &u.kind {
+                crate::extract::UnitKind::Usage { .. } | crate::extract::UnitKind::OpenUsage => 1,
+                crate::extract::UnitKind::Prices => 3,
+                crate::extract::UnitKind::CostDetails { .. } => 4,
+            };
         }
         let kind = match &u.kind {
             crate::extract::UnitKind::Usage { .. } => "usage",
@@ -389,7 +396,7 @@ pub async fn plan(p: &Pipeline) -> anyhow::Result<String> {
     }
     writeln!(
         out,
-        "{} units: {fetch} to fetch or resume, {skip} already landed; {} listing calls made to plan",
+        "{} units: {fetch} to fetch or resume, {skip} already landed; at least {calls} calls to extract them (usage pages beyond the first are unknown until listed); {} listing calls made to plan",
         units.len(),
         conn.client.stats().calls
     )?;

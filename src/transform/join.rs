@@ -313,6 +313,267 @@ pub fn coverage(costs: &DataFrame) -> PolarsResult<DataFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transform::prices::PriceBuilder;
+    use crate::transform::usage::Builder;
+
+    const PRICES: &str = "MeterId,UnitPrice,MarketPrice,EffectiveStartDate,EffectiveEndDate,PriceType,Term,TierMinimumUnits
+tiered,1.00,1.20,2026-09-01,2099-12-31,Consumption,,0
+tiered,0.80,1.00,2026-09-01,2099-12-31,Consumption,,100
+change,2.00,2.50,2026-09-01,2026-09-14,Consumption,,0
+change,2.10,2.60,2026-09-15,2026-09-30,Consumption,,0
+VM,0.50,0.60,2026-09-01,2099-12-31,Consumption,,0
+vm,2628.00,2628.00,2026-09-01,2099-12-31,ReservedInstance,P1Y,0
+dup,1.00,1.00,2026-09-01,2099-12-31,Consumption,,0
+dup,1.10,1.10,2026-09-01,2099-12-31,Consumption,,0
+";
+
+    #[allow(clippy::too_many_arguments)] // one argument per usage field the rule reads
+    fn row(
+        meter: &str,
+        date: &str,
+        qty: &str,
+        model: &str,
+        charge: &str,
+        publisher: &str,
+        term: &str,
+        fx: &str,
+    ) -> String {
+        format!(
+            r#"{{"properties":{{"meterId":"{meter}","date":"{date}T00:00:00.0000000Z","quantity":{qty},"pricingModel":"{model}","chargeType":"{charge}","publisherType":"{publisher}","term":"{term}","exchangeRatePricingToBilling":{fx},"costInBillingCurrency":1}}}}"#
+        )
+    }
+
+    /// Every branch of the rule, with explicit expected values.
+    #[test]
+    fn every_branch_with_explicit_values() {
+        let rows = [
+            row(
+                "tiered",
+                "2026-09-03",
+                "50",
+                "On Demand",
+                "Usage",
+                "Microsoft",
+                "",
+                "1",
+            ), // tier 0
+            row(
+                "tiered",
+                "2026-09-03",
+                "150",
+                "On Demand",
+                "Usage",
+                "Microsoft",
+                "",
+                "0.9",
+            ), // tier 100, FX
+            row(
+                "change",
+                "2026-09-14",
+                "10",
+                "On Demand",
+                "Usage",
+                "Microsoft",
+                "",
+                "1",
+            ), // old price, last day
+            row(
+                "change",
+                "2026-09-15",
+                "10",
+                "On Demand",
+                "Usage",
+                "Microsoft",
+                "",
+                "1",
+            ), // new price, first day
+            row(
+                "vm",
+                "2026-09-03",
+                "5",
+                "Reservation",
+                "Usage",
+                "Microsoft",
+                "12",
+                "1",
+            ), // RI 12 months ↔ P1Y
+            row(
+                "vm",
+                "2026-09-03",
+                "5",
+                "Spot",
+                "Usage",
+                "Microsoft",
+                "",
+                "1",
+            ), // no Spot price
+            row(
+                "dup",
+                "2026-09-03",
+                "5",
+                "On Demand",
+                "Usage",
+                "Microsoft",
+                "",
+                "1",
+            ), // two prices, one tier
+            row("", "2026-09-03", "1", "", "Usage", "Marketplace", "", "1"), // third party
+            row(
+                "vm",
+                "2026-09-03",
+                "1",
+                "Reservation",
+                "Purchase",
+                "Microsoft",
+                "12",
+                "1",
+            ), // one-time purchase
+            row(
+                "nowhere",
+                "2026-09-03",
+                "1",
+                "On Demand",
+                "Usage",
+                "Microsoft",
+                "",
+                "1",
+            ), // unknown meter
+            row(
+                "tiered",
+                "2026-09-03",
+                "-150",
+                "On Demand",
+                "Usage",
+                "Microsoft",
+                "",
+                "1",
+            ), // negative: tier by |qty|
+            row(
+                "change",
+                "2026-10-01",
+                "1",
+                "On Demand",
+                "Usage",
+                "Microsoft",
+                "",
+                "1",
+            ), // after the window
+        ];
+        let mut u = Builder::new();
+        u.push_json_page(
+            "t",
+            format!(r#"{{"value":[{}]}}"#, rows.join(",")).as_bytes(),
+        )
+        .unwrap();
+        let usage = u.finish("2026-09", "P").unwrap();
+        let mut p = PriceBuilder::new();
+        p.push_csv("p", PRICES.as_bytes()).unwrap();
+        let out = join(&usage, &p.finish("2026-09", "P").unwrap()).unwrap();
+        let status: Vec<String> = out
+            .column("price_match")
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .map(|s| s.unwrap().to_owned())
+            .collect();
+        let dec = |c: &str| -> Vec<Option<String>> {
+            decs(&out, c)
+                .unwrap()
+                .into_iter()
+                .map(|v| v.map(|v| to_dec(v).normalize().to_string()))
+                .collect()
+        };
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let o = |v: &[Option<&str>]| v.iter().map(|x| x.map(str::to_owned)).collect::<Vec<_>>();
+        assert_eq!(
+            status,
+            s(&[
+                MATCHED,
+                MATCHED,
+                MATCHED,
+                MATCHED,
+                MATCHED,
+                NO_PRICE_ROW,
+                AMBIGUOUS,
+                MARKETPLACE,
+                PURCHASE_OR_REFUND,
+                NO_PRICE_ROW,
+                MATCHED,
+                NO_PRICE_ROW
+            ])
+        );
+        assert_eq!(
+            dec("contracted_unit_price"),
+            o(&[
+                Some("1"),
+                Some("0.8"),
+                Some("2"),
+                Some("2.1"),
+                Some("2628"),
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some("0.8"),
+                None
+            ])
+        );
+        assert_eq!(
+            dec("list_unit_price"),
+            o(&[
+                Some("1.2"),
+                Some("1"),
+                Some("2.5"),
+                Some("2.6"),
+                Some("2628"),
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some("1"),
+                None
+            ])
+        );
+        // quantity × price × FX; a reservation's whole-term price gives no per-row cost
+        assert_eq!(
+            dec("contracted_cost"),
+            o(&[
+                Some("50"),
+                Some("108"),
+                Some("20"),
+                Some("21"),
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some("-120"),
+                None
+            ])
+        );
+        assert_eq!(
+            dec("list_cost"),
+            o(&[
+                Some("60"),
+                Some("135"),
+                Some("25"),
+                Some("26"),
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some("-150"),
+                None
+            ])
+        );
+        assert_eq!(dec("effective_cost")[0].as_deref(), Some("1"));
+    }
 
     #[test]
     fn keys() {

@@ -445,7 +445,8 @@ impl Builder {
         Ok(n)
     }
 
-    /// The frame, with the partition columns first.
+    /// The frame, with the partition columns first and `tags_map` (the tags as a map:
+    /// `list<struct<key, value>>`, how Parquet readers see a map) last.
     pub fn finish(self, billing_period: &str, billing_profile: &str) -> PolarsResult<DataFrame> {
         let h = self.rows;
         let mut columns: Vec<Column> = vec![
@@ -455,8 +456,60 @@ impl Builder {
         for ((name, ..), col) in USAGE_COLUMNS.iter().zip(self.cols) {
             columns.push(into_column(name, col)?);
         }
-        DataFrame::new(h, columns)
+        let mut df = DataFrame::new(h, columns)?;
+        let map = tags_map(df.column("tags")?.str()?)?;
+        df.with_column(map)?;
+        Ok(df)
     }
+}
+
+/// Canonical tags JSON → `list<struct<key: str, value: str>>` (null where a row has no tags).
+fn tags_map(tags: &StringChunked) -> PolarsResult<Column> {
+    let n = tags.len();
+    let (mut row, mut key, mut value) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, t) in tags.iter().enumerate() {
+        let Some(t) = t else { continue };
+        let m: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(t).map_err(|e| polars_err!(ComputeError: "tags: {e}"))?;
+        for (k, v) in m {
+            row.push(i as u32);
+            key.push(k);
+            value.push(match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            });
+        }
+    }
+    let pairs = DataFrame::new(
+        row.len(),
+        vec![
+            Column::new("_row".into(), row),
+            Column::new("key".into(), key),
+            Column::new("value".into(), value),
+        ],
+    )?;
+    let maps = pairs
+        .lazy()
+        .group_by_stable([col("_row")])
+        .agg([as_struct(vec![col("key"), col("value")]).alias("tags_map")]);
+    let rows = DataFrame::new(
+        n,
+        vec![Column::new(
+            "_row".into(),
+            (0..n as u32).collect::<Vec<u32>>(),
+        )],
+    )?;
+    let joined = rows
+        .lazy()
+        .join(
+            maps,
+            [col("_row")],
+            [col("_row")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .sort(["_row"], SortMultipleOptions::default())
+        .collect()?;
+    Ok(joined.column("tags_map")?.clone())
 }
 
 fn into_column(name: &str, col: Col) -> PolarsResult<Column> {
@@ -512,6 +565,18 @@ mod tests {
             1,
             "\"\" is null"
         );
+        assert_eq!(
+            da.column("tags_map").unwrap().dtype().to_string(),
+            "list[struct[2]]"
+        );
+        let m = da
+            .column("tags_map")
+            .unwrap()
+            .list()
+            .unwrap()
+            .get_as_series(0)
+            .unwrap();
+        assert_eq!(m.len(), 2, "two tags in the map");
     }
 
     #[test]
