@@ -56,6 +56,149 @@ enum Command {
     Transform(PipelineArgs),
     /// Load only: publish staged Parquet into the lake.
     Load(PipelineArgs),
+    /// Customer view-charges policy: get or set, for one customer or all.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// One budget at partner or customer scope.
+    #[command(subcommand)]
+    Budget(BudgetCmd),
+    /// Budgets as code: diff a file against Azure, or make Azure match it.
+    #[command(subcommand)]
+    Budgets(BudgetsCmd),
+    /// Aggregated costs (Cost Management query), every page.
+    Query(QueryArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCmd {
+    /// Show the policy of one customer or all.
+    Get {
+        #[command(flatten)]
+        list: ListArgs,
+        #[command(flatten)]
+        who: Who,
+    },
+    /// Set viewCharges where it differs (idempotent); --dry-run only shows what would change.
+    Set {
+        #[command(flatten)]
+        list: ListArgs,
+        #[command(flatten)]
+        who: Who,
+        /// allowed or not-allowed.
+        #[arg(long)]
+        view_charges: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+struct Who {
+    /// One customer (its id, as `costlake customers` lists it).
+    #[arg(long)]
+    customer: Option<String>,
+    /// Every customer of the billing account.
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum BudgetCmd {
+    /// List budgets at partner scope, or at a customer's with --customer.
+    List {
+        #[command(flatten)]
+        list: ListArgs,
+        #[arg(long)]
+        customer: Option<String>,
+    },
+    Get {
+        #[command(flatten)]
+        list: ListArgs,
+        name: String,
+        #[arg(long)]
+        customer: Option<String>,
+    },
+    /// Create (or overwrite) a budget from flags or from a file with one [[budgets]] entry.
+    Create {
+        #[command(flatten)]
+        list: ListArgs,
+        name: Option<String>,
+        #[arg(long)]
+        customer: Option<String>,
+        #[arg(long)]
+        amount: Option<String>,
+        #[arg(long, default_value = "Monthly")]
+        time_grain: String,
+        /// First month, YYYY-MM or YYYY-MM-01.
+        #[arg(long)]
+        start: Option<String>,
+        #[arg(long)]
+        end: Option<String>,
+        /// THRESHOLD=EMAIL[,EMAIL…] (Actual, GreaterThan); repeatable.
+        #[arg(long)]
+        notify: Vec<String>,
+        /// A budgets file; its [[budgets]] entries are created instead of the flags.
+        #[arg(long, conflicts_with_all = ["amount", "start", "notify"])]
+        file: Option<String>,
+    },
+    Delete {
+        #[command(flatten)]
+        list: ListArgs,
+        name: String,
+        #[arg(long)]
+        customer: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BudgetsCmd {
+    /// Print what `apply` would create, update and delete.
+    Plan {
+        #[command(flatten)]
+        list: ListArgs,
+        /// A budgets file, or a pipeline file with [[budgets]].
+        file: String,
+    },
+    /// Make Azure match the file (budgets absent from it are deleted).
+    Apply {
+        #[command(flatten)]
+        list: ListArgs,
+        file: String,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct QueryArgs {
+    #[command(flatten)]
+    list: ListArgs,
+    /// billing-account, billing-profile:NAME or customer:ID.
+    #[arg(long, default_value = "billing-account")]
+    scope: String,
+    /// First day, YYYY-MM-DD.
+    #[arg(long)]
+    from: String,
+    /// Last day, YYYY-MM-DD.
+    #[arg(long)]
+    to: String,
+    /// Daily or None.
+    #[arg(long, default_value = "Daily")]
+    granularity: String,
+    /// ALIAS=COLUMN (PreTaxCost, CostUSD, Quantity), at most two; default totalCost=PreTaxCost.
+    #[arg(long)]
+    aggregate: Vec<String>,
+    /// Dimension (ResourceGroup, SubscriptionName, CustomerName, MeterCategory, …) or tag:NAME; at most two.
+    #[arg(long)]
+    group_by: Vec<String>,
+    /// DIMENSION=V1,V2: keep rows whose dimension is one of the values.
+    #[arg(long)]
+    filter: Option<String>,
+    /// table, csv or json (stdout).
+    #[arg(long, default_value = "table")]
+    format: String,
+    /// Also write the result as the Parquet dataset `aggregated_costs` under this lake location.
+    #[arg(long)]
+    lake: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -78,6 +221,9 @@ struct SimArgs {
     /// Usage rows per page.
     #[arg(long)]
     page_size: Option<u32>,
+    /// Rows per Cost Management query page.
+    #[arg(long)]
+    query_page_rows: Option<u32>,
     /// Port of the management endpoint (0: any free port).
     #[arg(long, default_value_t = 0)]
     port: u16,
@@ -202,6 +348,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         _ => None,
     };
     match cli.command {
+        Command::Policy(c) => policy_cmd(c).await,
+        Command::Budget(c) => budget_cmd(c).await,
+        Command::Budgets(c) => budgets_cmd(c).await,
+        Command::Query(a) => query_cmd(a).await,
         Command::Validate(a) => {
             let p = Pipeline::load(&a.pipeline)?;
             println!(
@@ -470,6 +620,9 @@ async fn simulate(a: SimArgs) -> anyhow::Result<()> {
     if let Some(p) = a.page_size {
         cfg.page_size = p;
     }
+    if let Some(q) = a.query_page_rows {
+        cfg.query_page_rows = q;
+    }
     if let Some(m) = &a.open_month {
         cfg.open_month = parse_month(m).with_context(|| format!("--open-month {m}"))?;
     }
@@ -516,5 +669,357 @@ async fn simulate(a: SimArgs) -> anyhow::Result<()> {
     println!("# press Ctrl-C to stop");
     tokio::signal::ctrl_c().await?;
     eprintln!("{}", serde_json::to_string_pretty(&sim.counters())?);
+    Ok(())
+}
+
+async fn policy_cmd(c: PolicyCmd) -> anyhow::Result<()> {
+    use crate::manage::{Outcome, policy};
+    let (list, who) = match &c {
+        PolicyCmd::Get { list, who } | PolicyCmd::Set { list, who, .. } => {
+            (list.clone(), who.clone())
+        }
+    };
+    let (client, _sim) = connect(&list.target).await?;
+    let ba = billing_account(&client, list.billing_account.as_deref()).await?;
+    let one = if who.all {
+        None
+    } else {
+        who.customer.as_deref()
+    };
+    let rows = match c {
+        PolicyCmd::Get { .. } => policy::get(&client, &ba, one).await?,
+        PolicyCmd::Set {
+            view_charges,
+            dry_run,
+            ..
+        } => {
+            let v = policy::parse_view_charges(&view_charges).with_context(|| {
+                format!("--view-charges {view_charges}: use allowed or not-allowed")
+            })?;
+            policy::set(&client, &ba, one, v, dry_run).await?
+        }
+    };
+    print_rows(
+        &list.target,
+        &rows,
+        &[
+            "customer",
+            "displayName",
+            "viewCharges",
+            "desired",
+            "outcome",
+        ],
+        |r| {
+            vec![
+                r.customer_id.clone(),
+                r.display_name.clone(),
+                r.view_charges.clone(),
+                r.desired.clone().unwrap_or_default(),
+                r.outcome
+                    .as_ref()
+                    .map(|o| o.to_string())
+                    .unwrap_or_default(),
+            ]
+        },
+    )?;
+    let failed = rows
+        .iter()
+        .filter(|r| matches!(r.outcome, Some(Outcome::Failed(_))))
+        .count();
+    if failed > 0 {
+        let changed = rows
+            .iter()
+            .filter(|r| r.outcome == Some(Outcome::Changed))
+            .count();
+        bail!(
+            "{failed} of {} customers failed ({changed} changed, the rest unchanged); see the table above, then rerun: customers already set are left alone",
+            rows.len()
+        );
+    }
+    Ok(())
+}
+
+async fn budget_cmd(c: BudgetCmd) -> anyhow::Result<()> {
+    use crate::manage::budgets;
+    match c {
+        BudgetCmd::List { list, customer } => {
+            let (client, _sim) = connect(&list.target).await?;
+            let ba = billing_account(&client, list.billing_account.as_deref()).await?;
+            let v = client.budgets(&ba, customer.as_deref()).await?;
+            print_rows(
+                &list.target,
+                &v,
+                &["name", "amount", "timeGrain", "start", "eTag"],
+                |b| {
+                    let p = &b["properties"];
+                    vec![
+                        b["name"].as_str().unwrap_or("").into(),
+                        p["amount"].to_string(),
+                        p["timeGrain"].as_str().unwrap_or("").into(),
+                        p["timePeriod"]["startDate"].as_str().unwrap_or("").into(),
+                        b["eTag"].as_str().unwrap_or("").into(),
+                    ]
+                },
+            )
+        }
+        BudgetCmd::Get {
+            list,
+            name,
+            customer,
+        } => {
+            let (client, _sim) = connect(&list.target).await?;
+            let ba = billing_account(&client, list.billing_account.as_deref()).await?;
+            match client.budget(&ba, customer.as_deref(), &name).await? {
+                Some(b) => {
+                    println!("{}", serde_json::to_string_pretty(&b)?);
+                    Ok(())
+                }
+                None => bail!(
+                    "budget `{name}` does not exist at {} scope",
+                    customer
+                        .map(|c| format!("customer {c}"))
+                        .unwrap_or_else(|| "partner".into())
+                ),
+            }
+        }
+        BudgetCmd::Create {
+            list,
+            name,
+            customer,
+            amount,
+            time_grain,
+            start,
+            end,
+            notify,
+            file,
+        } => {
+            let desired = match file {
+                Some(f) => budgets::load(&f)?.1,
+                None => {
+                    let name = name.context("give the budget's NAME, or --file")?;
+                    let mut notifications = Vec::new();
+                    for n in &notify {
+                        let (t, emails) = n.split_once('=').with_context(|| {
+                            format!("--notify {n}: write THRESHOLD=EMAIL[,EMAIL]")
+                        })?;
+                        notifications.push(budgets::NotificationSpec {
+                            threshold: toml::Value::String(t.into()),
+                            operator: "GreaterThan".into(),
+                            contact_emails: emails
+                                .split(',')
+                                .map(|e| e.trim().to_owned())
+                                .filter(|e| !e.is_empty())
+                                .collect(),
+                            threshold_type: "Actual".into(),
+                            enabled: true,
+                        });
+                    }
+                    let spec = budgets::BudgetSpec {
+                        name,
+                        customer: customer.clone(),
+                        category: "Cost".into(),
+                        amount: toml::Value::String(amount.context("--amount is required")?),
+                        time_grain,
+                        start: start.context("--start is required")?,
+                        end,
+                        notifications,
+                    };
+                    budgets::from_specs("command line", None, &[spec])?.1
+                }
+            };
+            let (client, _sim) = connect(&list.target).await?;
+            let ba = billing_account(&client, list.billing_account.as_deref()).await?;
+            for b in &desired {
+                let current = client.budget(&ba, b.customer.as_deref(), &b.name).await?;
+                let etag = current
+                    .as_ref()
+                    .and_then(|c| c["eTag"].as_str().map(str::to_owned));
+                let (status, _) = client
+                    .put_budget(
+                        &ba,
+                        b.customer.as_deref(),
+                        &b.name,
+                        &budgets::body(b, etag.as_deref()),
+                    )
+                    .await?;
+                println!(
+                    "{} budget `{}` at {} scope",
+                    if status == 201 { "created" } else { "updated" },
+                    b.name,
+                    b.customer
+                        .as_ref()
+                        .map(|c| format!("customer {c}"))
+                        .unwrap_or_else(|| "partner".into())
+                );
+            }
+            Ok(())
+        }
+        BudgetCmd::Delete {
+            list,
+            name,
+            customer,
+        } => {
+            let (client, _sim) = connect(&list.target).await?;
+            let ba = billing_account(&client, list.billing_account.as_deref()).await?;
+            client
+                .delete_budget(&ba, customer.as_deref(), &name)
+                .await?;
+            println!("deleted budget `{name}`");
+            Ok(())
+        }
+    }
+}
+
+async fn budgets_cmd(c: BudgetsCmd) -> anyhow::Result<()> {
+    use crate::manage::{Outcome, budgets};
+    let (list, file, apply) = match c {
+        BudgetsCmd::Plan { list, file } => (list, file, false),
+        BudgetsCmd::Apply { list, file } => (list, file, true),
+    };
+    // Validate everything before any call.
+    let (file_ba, desired) = budgets::load(&file)?;
+    let (client, _sim) = connect(&list.target).await?;
+    let ba = match list.billing_account.clone().or(file_ba) {
+        Some(b) => b,
+        None => billing_account(&client, None).await?,
+    };
+    let mut changes = budgets::plan(&client, &ba, &desired).await?;
+    if apply {
+        changes = budgets::apply(&client, &ba, changes).await;
+    }
+    print_rows(
+        &list.target,
+        &changes,
+        &["action", "scope", "budget", "changes", "outcome"],
+        |c| {
+            vec![
+                format!("{:?}", c.action).to_lowercase(),
+                c.scope.clone(),
+                c.name.clone(),
+                c.changes.join("; "),
+                c.outcome
+                    .as_ref()
+                    .map(|o| o.to_string())
+                    .unwrap_or_default(),
+            ]
+        },
+    )?;
+    let failed: Vec<&budgets::Change> = changes
+        .iter()
+        .filter(|c| matches!(c.outcome, Some(Outcome::Failed(_))))
+        .collect();
+    if !failed.is_empty() {
+        let done = changes
+            .iter()
+            .filter(|c| c.outcome == Some(Outcome::Changed))
+            .count();
+        bail!(
+            "{} change(s) failed, {done} applied; rerun `costlake budgets apply {file}` after fixing: the plan is recomputed from Azure",
+            failed.len()
+        );
+    }
+    Ok(())
+}
+
+async fn query_cmd(a: QueryArgs) -> anyhow::Result<()> {
+    use crate::manage::query::{QuerySpec, run};
+    let day = |s: &str, what: &str| {
+        NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+            .with_context(|| format!("{what} `{s}`: write YYYY-MM-DD"))
+    };
+    let (from, to) = (day(&a.from, "--from")?, day(&a.to, "--to")?);
+    let mut aggregations = Vec::new();
+    for g in &a.aggregate {
+        let (alias, col) = g
+            .split_once('=')
+            .with_context(|| format!("--aggregate {g}: write ALIAS=COLUMN"))?;
+        aggregations.push((alias.to_owned(), col.to_owned()));
+    }
+    if aggregations.is_empty() {
+        aggregations.push(("totalCost".into(), "PreTaxCost".into()));
+    }
+    let filter = match &a.filter {
+        Some(f) => {
+            let (d, v) = f
+                .split_once('=')
+                .with_context(|| format!("--filter {f}: write DIMENSION=V1,V2"))?;
+            Some((d.to_owned(), v.split(',').map(str::to_owned).collect()))
+        }
+        None => None,
+    };
+    if !["table", "csv", "json"].contains(&a.format.as_str()) {
+        bail!("--format {}: use table, csv or json", a.format);
+    }
+    let (client, _sim) = connect(&a.list.target).await?;
+    let ba = billing_account(&client, a.list.billing_account.as_deref()).await?;
+    let base = format!("/providers/Microsoft.Billing/billingAccounts/{ba}");
+    let scope = match a.scope.split_once(':') {
+        None if a.scope == "billing-account" => base.clone(),
+        Some(("billing-profile", bp)) => format!("{base}/billingProfiles/{bp}"),
+        Some(("customer", c)) => format!("{base}/customers/{c}"),
+        _ => bail!(
+            "--scope {}: use billing-account, billing-profile:NAME or customer:ID",
+            a.scope
+        ),
+    };
+    let spec = QuerySpec {
+        scope,
+        from,
+        to,
+        granularity: a.granularity.clone(),
+        aggregations,
+        group_by: a.group_by.clone(),
+        filter,
+    };
+    let table = run(&client, &spec).await?;
+    eprintln!(
+        "query: {} rows in {} page(s)",
+        table.rows.len(),
+        table.pages
+    );
+    match a.format.as_str() {
+        "csv" => print!("{}", table.to_csv()),
+        "json" => println!("{}", serde_json::to_string_pretty(&table.to_json())?),
+        _ => {
+            let t = Target {
+                json: false,
+                ..a.list.target.clone()
+            };
+            print_rows(
+                &t,
+                &table.rows,
+                &table.columns.iter().map(String::as_str).collect::<Vec<_>>(),
+                |r| r.iter().map(|c| c.to_string()).collect(),
+            )?;
+        }
+    }
+    if let Some(lake) = &a.lake {
+        let df = table.to_frame()?;
+        let output = crate::storage::Store::open(lake)?;
+        let run_id = crate::pipeline::new_run_id();
+        let loader = crate::load::Loader {
+            output,
+            run_id,
+            zstd_level: 3,
+            row_group_size: 128 * 1024,
+        };
+        let label = spec.scope.rsplit('/').next().unwrap_or("scope").to_owned();
+        let part = crate::transform::Partition {
+            dataset: "aggregated_costs",
+            keys: vec![
+                ("scope".into(), label),
+                ("period".into(), format!("{from}_{to}")),
+            ],
+            file: "part-00000".into(),
+            df,
+        };
+        let entry = loader.stage(part).await?;
+        loader.complete(&[entry]).await?;
+        let r = loader.publish().await?;
+        eprintln!(
+            "aggregated_costs: {} partition(s) written, {} unchanged under {lake}",
+            r.partitions_written, r.partitions_unchanged
+        );
+    }
     Ok(())
 }

@@ -28,6 +28,7 @@
 //!   reconciles invoices; [`load`] publishes hive partitions atomically and idempotently through
 //!   [`storage`] (object_store: local, Azure Blob/ADLS, S3, GCS, memory).
 //! - [`ids`]: every API value that becomes a path segment is percent-encoded there.
+//! - [`manage`]: the partner's management calls (customer policy, budgets as code, cost queries).
 //! - [`secret`]: types that redact client secrets, bearer tokens and SAS signatures wherever shown.
 //! - [`config`]: clouds and endpoints (http only to loopback).
 //! - [`cli`]: the command line.
@@ -43,6 +44,7 @@ pub mod error;
 pub mod extract;
 pub mod ids;
 pub mod load;
+pub mod manage;
 pub mod pipeline;
 pub mod secret;
 pub mod simulate;

@@ -470,8 +470,9 @@ pub struct QueryProperties {
     pub next_link: Option<String>,
     #[serde(default)]
     pub columns: Vec<QueryColumn>,
+    /// Cells as their JSON text, so numbers keep every digit (`serde_json::Value` would go through f64).
     #[serde(default)]
-    pub rows: Vec<Vec<serde_json::Value>>,
+    pub rows: Vec<Vec<Box<serde_json::value::RawValue>>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

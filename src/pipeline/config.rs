@@ -19,6 +19,11 @@ pub struct RawPipeline {
     pub extract: RawExtract,
     pub landing: RawLocation,
     pub output: RawOutput,
+    /// Budgets as code may live in the pipeline file; `costlake budgets plan|apply FILE` reads them.
+    #[serde(default)]
+    pub budgets: Option<toml::Value>,
+    #[serde(default)]
+    pub billing_account: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -234,9 +234,9 @@ async fn query_pages_and_sums_equal_the_generator() {
     for p in &pages {
         for r in &p.properties.rows {
             *by_currency
-                .entry(r[3].as_str().unwrap().to_owned())
-                .or_default() += dec(&r[0].to_string());
-            assert!(r[1].as_u64().unwrap() > 20260900);
+                .entry(r[3].get().trim_matches('"').to_owned())
+                .or_default() += dec(r[0].get());
+            assert!(r[1].get().parse::<u64>().unwrap() > 20260900);
         }
     }
     let mut truth: std::collections::BTreeMap<String, Decimal> = Default::default();

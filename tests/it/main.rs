@@ -11,4 +11,5 @@ mod crawl;
 mod credentials;
 mod endpoints;
 mod faults;
+mod manage;
 mod pipeline;
