@@ -2,7 +2,7 @@
 //! `customers`, `subscriptions`, `invoices`). Data goes to stdout (a table, or JSON with `--json`);
 //! logs go to stderr (`RUST_LOG`, `-v`), and respect `NO_COLOR`.
 
-use crate::auth::{ChainOptions, ClientSecretCredential, TokenCredential, default_chain};
+use crate::auth::ClientSecretCredential;
 use crate::azure::governor::Limits;
 use crate::azure::{AzureClient, ClientOptions, http_client};
 use crate::config::CloudEndpoints;
@@ -526,15 +526,7 @@ async fn connect(t: &Target) -> anyhow::Result<(AzureClient, Option<Simulator>)>
         t.management_endpoint.as_deref(),
         t.authority_host.as_deref(),
     )?;
-    let http = http_client(Duration::from_secs(60))?;
-    let cred: Arc<dyn TokenCredential> = Arc::new(default_chain(
-        http,
-        &ChainOptions {
-            authority: endpoints.authority.clone(),
-            imds: true,
-        },
-    ));
-    Ok((AzureClient::new(ClientOptions::new(endpoints), cred)?, None))
+    Ok((AzureClient::from_environment(endpoints)?, None))
 }
 
 /// A client wired to a running simulator with its own credentials and its clock's limits.

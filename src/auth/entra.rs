@@ -26,6 +26,32 @@ fn token_url(authority: &Url, tenant: &str) -> Result<Url, AuthError> {
         })
 }
 
+/// The client-credentials grant, with the client's proof (a secret or an assertion) added to the form.
+async fn client_credentials(
+    http: &reqwest::Client,
+    authority: &Url,
+    tenant: &str,
+    client_id: &str,
+    scope: &str,
+    proof: &[(&str, &str)],
+    credential: &'static str,
+) -> Result<AccessToken, AuthError> {
+    let url = token_url(authority, tenant)?;
+    let mut form = vec![
+        ("grant_type", "client_credentials"),
+        ("client_id", client_id),
+        ("scope", scope),
+    ];
+    form.extend_from_slice(proof);
+    let resp = http
+        .post(url)
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| transport(credential, e))?;
+    token_from_response(credential, resp).await
+}
+
 /// Client id + client secret.
 pub struct ClientSecretCredential {
     http: reqwest::Client,
@@ -56,21 +82,17 @@ impl ClientSecretCredential {
 impl TokenCredential for ClientSecretCredential {
     fn get_token<'a>(&'a self, scope: &'a str) -> BoxFuture<'a, Result<AccessToken, AuthError>> {
         Box::pin(async move {
-            let url = token_url(&self.authority, &self.tenant)?;
-            let form = [
-                ("grant_type", "client_credentials"),
-                ("client_id", self.client_id.as_str()),
-                ("client_secret", self.secret.expose()),
-                ("scope", scope),
-            ];
-            let resp = self
-                .http
-                .post(url)
-                .form(&form)
-                .send()
-                .await
-                .map_err(|e| transport(self.name(), e))?;
-            token_from_response(self.name(), resp).await
+            let proof = [("client_secret", self.secret.expose())];
+            client_credentials(
+                &self.http,
+                &self.authority,
+                &self.tenant,
+                &self.client_id,
+                scope,
+                &proof,
+                self.name(),
+            )
+            .await
         })
     }
     fn name(&self) -> &'static str {
@@ -118,25 +140,23 @@ impl TokenCredential for WorkloadIdentityCredential {
                     ),
                 })?;
             let assertion = Secret::new(assertion.trim());
-            let url = token_url(&self.authority, &self.tenant)?;
-            let form = [
-                ("grant_type", "client_credentials"),
-                ("client_id", self.client_id.as_str()),
+            let proof = [
                 (
                     "client_assertion_type",
                     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
                 ),
                 ("client_assertion", assertion.expose()),
-                ("scope", scope),
             ];
-            let resp = self
-                .http
-                .post(url)
-                .form(&form)
-                .send()
-                .await
-                .map_err(|e| transport(self.name(), e))?;
-            token_from_response(self.name(), resp).await
+            client_credentials(
+                &self.http,
+                &self.authority,
+                &self.tenant,
+                &self.client_id,
+                scope,
+                &proof,
+                self.name(),
+            )
+            .await
         })
     }
     fn name(&self) -> &'static str {

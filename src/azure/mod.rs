@@ -276,6 +276,18 @@ impl AzureClient {
         })
     }
 
+    /// A client for `endpoints` whose credential is the default chain (environment, workload
+    /// identity, managed identity, Azure CLI), as every command talking to real Azure uses.
+    pub fn from_environment(endpoints: CloudEndpoints) -> Result<Self, AzureError> {
+        let http = http_client(Duration::from_secs(60))?;
+        let options = crate::auth::ChainOptions {
+            authority: endpoints.authority.clone(),
+            imds: true,
+        };
+        let cred: Arc<dyn TokenCredential> = Arc::new(crate::auth::default_chain(http, &options));
+        Self::new(ClientOptions::new(endpoints), cred)
+    }
+
     pub fn options(&self) -> &ClientOptions {
         &self.opts
     }

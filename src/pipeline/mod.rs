@@ -4,8 +4,7 @@
 
 pub mod config;
 
-use crate::auth::{ChainOptions, TokenCredential, default_chain};
-use crate::azure::{AzureClient, ClientOptions, http_client};
+use crate::azure::AzureClient;
 use crate::extract::{ExtractReport, Extractor};
 use crate::load::{FileEntry, LoadReport, Loader};
 use crate::simulate::{SimConfig, Simulator};
@@ -15,8 +14,7 @@ use anyhow::Context;
 use chrono::{Datelike, NaiveDate, Utc};
 use config::{Pipeline, Source};
 use serde::Serialize;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A connection to the pipeline's source: Azure, or an embedded simulator kept alive with it.
 pub struct Connection {
@@ -77,15 +75,7 @@ pub async fn connect(p: &Pipeline) -> anyhow::Result<Connection> {
                 management_endpoint.as_deref(),
                 authority_host.as_deref(),
             )?;
-            let http = http_client(Duration::from_secs(60))?;
-            let cred: Arc<dyn TokenCredential> = Arc::new(default_chain(
-                http,
-                &ChainOptions {
-                    authority: endpoints.authority.clone(),
-                    imds: true,
-                },
-            ));
-            let client = AzureClient::new(ClientOptions::new(endpoints), cred)?;
+            let client = AzureClient::from_environment(endpoints)?;
             let today = Utc::now().date_naive();
             Ok(Connection {
                 client,

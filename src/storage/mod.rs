@@ -59,6 +59,10 @@ impl Store {
         let Some(url) = url else {
             return Self::local(std::path::Path::new(loc)).map_err(err);
         };
+        let remote = |built: Result<Arc<dyn ObjectStore>, object_store::Error>| -> Result<Self, StorageError> {
+            let inner = built.map_err(|e| err(e.to_string()))?;
+            Ok(Self { inner, root: url_root(&url), display: loc.to_owned() })
+        };
         match url.scheme() {
             "file" => {
                 let p = url
@@ -71,39 +75,24 @@ impl Store {
                 root: url_root(&url),
                 display: loc.to_owned(),
             }),
-            "az" | "azure" | "abfs" | "abfss" | "adl" => {
-                let b = object_store::azure::MicrosoftAzureBuilder::from_env()
+            "az" | "azure" | "abfs" | "abfss" | "adl" => remote(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_url(loc)
                     .build()
-                    .map_err(|e| err(e.to_string()))?;
-                Ok(Self {
-                    inner: Arc::new(b),
-                    root: url_root(&url),
-                    display: loc.to_owned(),
-                })
-            }
-            "s3" | "s3a" => {
-                let b = object_store::aws::AmazonS3Builder::from_env()
+                    .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+            ),
+            "s3" | "s3a" => remote(
+                object_store::aws::AmazonS3Builder::from_env()
                     .with_url(loc)
                     .build()
-                    .map_err(|e| err(e.to_string()))?;
-                Ok(Self {
-                    inner: Arc::new(b),
-                    root: url_root(&url),
-                    display: loc.to_owned(),
-                })
-            }
-            "gs" => {
-                let b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+            ),
+            "gs" => remote(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(loc)
                     .build()
-                    .map_err(|e| err(e.to_string()))?;
-                Ok(Self {
-                    inner: Arc::new(b),
-                    root: url_root(&url),
-                    display: loc.to_owned(),
-                })
-            }
+                    .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+            ),
             other => Err(err(format!(
                 "scheme `{other}` is not supported; use a path, file://, az://, abfss://, s3://, gs:// or memory://"
             ))),
