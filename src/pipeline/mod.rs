@@ -3,6 +3,7 @@
 //! and work unit) is stored under the output at `_runs/{run_id}.json`, and summarized on stderr.
 
 pub mod config;
+pub mod lease;
 
 use crate::azure::AzureClient;
 use crate::extract::{ExtractReport, Extractor};
@@ -296,6 +297,13 @@ pub async fn run(p: &Pipeline, stages: Stages) -> anyhow::Result<RunReport> {
     let run_id = new_run_id();
     let mut report = RunReport::new(&run_id, p);
     let output = Store::open(&p.output)?;
+    let lease = lease::Lease::acquire(
+        &output,
+        &run_id,
+        &p.file,
+        std::time::Duration::from_secs(120),
+    )
+    .await?;
     let result: anyhow::Result<()> = async {
         if matches!(stages, Stages::All | Stages::Extract) {
             let conn = connect(p).await?;
@@ -311,6 +319,7 @@ pub async fn run(p: &Pipeline, stages: Stages) -> anyhow::Result<RunReport> {
     }
     .await;
     report.save(&output).await?;
+    lease.release().await?;
     result.map(|_| report)
 }
 

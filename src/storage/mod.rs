@@ -156,6 +156,23 @@ impl Store {
             .map_err(|e| self.io("write", rel, e))
     }
 
+    /// Writes `bytes` at `rel` only if nothing is there; `false` if something already was.
+    pub async fn put_if_absent(&self, rel: &str, bytes: Bytes) -> Result<bool, StorageError> {
+        let opts = object_store::PutOptions {
+            mode: object_store::PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .inner
+            .put_opts(&self.full(rel)?, PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.io("create", rel, e)),
+        }
+    }
+
     /// Reads `rel`; `None` if it does not exist.
     pub async fn get(&self, rel: &str) -> Result<Option<Bytes>, StorageError> {
         match self.inner.get(&self.full(rel)?).await {

@@ -212,3 +212,35 @@ fn sigkill_in_extract_and_in_load_then_rerun_equals_an_uninterrupted_run() {
         reference.len()
     );
 }
+
+#[test]
+fn a_second_run_of_the_same_pipeline_exits_while_the_first_holds_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path());
+    let lock = dir.path().join("lake/_lock.json");
+    let mut first = costlake(&["run", &f], &[]).spawn().unwrap();
+    let t = Instant::now();
+    while !lock.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the first run never took the lease"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = costlake(&["run", &f], &[]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("is locked by run") && err.contains("since"),
+        "{err}"
+    );
+    assert!(
+        first.wait().unwrap().success(),
+        "the first run finishes undisturbed"
+    );
+    assert!(!lock.exists(), "the lease is released at the end");
+    ok(costlake(&["run", &f], &[]));
+    eprintln!(
+        "second run refused with: {}",
+        err.lines().next().unwrap_or("")
+    );
+}
