@@ -30,10 +30,17 @@ fn vm_hwm_kb(pid: u32) -> u64 {
 }
 
 fn main() {
+    // `cargo bench` builds optimized and serves the full million; under `cargo test --all-targets`
+    // (a debug build) this is a quick smoke test. SIM_RSS_ROWS overrides either.
+    let default_rows = if cfg!(debug_assertions) {
+        3_000
+    } else {
+        1_000_000
+    };
     let rows: u64 = std::env::var("SIM_RSS_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+        .unwrap_or(default_rows);
     let mut child = Command::new(env!("CARGO_BIN_EXE_costlake"))
         .args([
             "simulate",
