@@ -541,6 +541,8 @@ pub fn sim_client(sim: &Simulator) -> anyhow::Result<AzureClient> {
         Secret::new(cfg.client_secret.clone()),
     );
     let mut opts = ClientOptions::new(endpoints);
+    // A simulated page is generated in well under a second; a stalled one is given up on after 10 s.
+    opts.request_timeout = Duration::from_secs(10);
     opts.limits = if cfg.enforce_limits {
         Limits::azure().scaled(cfg.time_scale)
     } else {

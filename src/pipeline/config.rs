@@ -45,6 +45,14 @@ pub struct RawSource {
     pub page_size: Option<u32>,
     /// How many times the simulator has restated the open month (its rows change with each).
     pub restatements: Option<u64>,
+    /// Probability of an injected fault per request (every family, every kind unless narrowed).
+    pub fault_rate: Option<f64>,
+    /// Fault kinds to inject (default: all), e.g. ["reset", "stall"].
+    pub faults: Option<Vec<String>>,
+    /// Endpoint families to inject into (default: all), e.g. ["usage", "blob"].
+    pub fault_families: Option<Vec<String>>,
+    /// Seed of the fault dice (default 1).
+    pub fault_seed: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -118,6 +126,7 @@ pub enum Source {
         time_scale: f64,
         page_size: Option<u32>,
         restatements: u64,
+        faults: Option<crate::simulate::FaultPlan>,
     },
 }
 
@@ -292,6 +301,51 @@ impl Pipeline {
                         errs.push(format!("source.{k}: only for kind = \"azure\""));
                     }
                 }
+                let faults = raw.source.fault_rate.map(|rate| {
+                    use crate::simulate::{FaultKind, FaultPlan, SimFamily};
+                    if !(0.0..=1.0).contains(&rate) {
+                        errs.push(format!("source.fault_rate: {rate} is outside 0..=1"));
+                    }
+                    let kinds: Vec<FaultKind> = match &raw.source.faults {
+                        None => FaultKind::ALL.to_vec(),
+                        Some(k) => k
+                            .iter()
+                            .filter_map(|n| {
+                                let f = FaultKind::parse(n);
+                                if f.is_none() {
+                                    errs.push(format!(
+                                        "source.faults: `{n}` is not one of {}",
+                                        FaultKind::ALL.map(|f| f.name()).join(", ")
+                                    ));
+                                }
+                                f
+                            })
+                            .collect(),
+                    };
+                    let families: Vec<SimFamily> = match &raw.source.fault_families {
+                        None => SimFamily::ALL.to_vec(),
+                        Some(f) => f
+                            .iter()
+                            .filter_map(|n| {
+                                let x = SimFamily::parse(n);
+                                if x.is_none() {
+                                    errs.push(format!(
+                                        "source.fault_families: `{n}` is not one of {}",
+                                        SimFamily::ALL.map(|f| f.name()).join(", ")
+                                    ));
+                                }
+                                x
+                            })
+                            .collect(),
+                    };
+                    FaultPlan {
+                        rates: families.into_iter().map(|f| (f, rate)).collect(),
+                        kinds,
+                        stall: std::time::Duration::from_secs(15),
+                        retry_after_secs: 0,
+                        seed: raw.source.fault_seed.unwrap_or(1),
+                    }
+                });
                 Source::Simulator {
                     seed: raw.source.seed.unwrap_or(42),
                     scale,
@@ -299,6 +353,7 @@ impl Pipeline {
                     time_scale,
                     page_size: raw.source.page_size,
                     restatements: raw.source.restatements.unwrap_or(0),
+                    faults,
                 }
             }
             "azure" => {
@@ -344,6 +399,7 @@ impl Pipeline {
                     time_scale: 1.0,
                     page_size: None,
                     restatements: 0,
+                    faults: None,
                 }
             }
         };

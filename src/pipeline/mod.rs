@@ -33,6 +33,7 @@ pub async fn connect(p: &Pipeline) -> anyhow::Result<Connection> {
             time_scale,
             page_size,
             restatements,
+            faults,
         } => {
             let mut cfg = SimConfig::fast(*seed, scale.clone());
             if let Some(m) = open_month {
@@ -51,6 +52,9 @@ pub async fn connect(p: &Pipeline) -> anyhow::Result<Connection> {
                 && let Ok(port) = port.parse()
             {
                 cfg.blob_port = port;
+            }
+            if let Some(f) = faults {
+                cfg.faults = f.clone();
             }
             let current_month = cfg.open_month;
             let sim = Simulator::start(cfg)

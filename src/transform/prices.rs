@@ -181,3 +181,36 @@ mod tests {
         assert!(e.contains("meterid") && e.contains("c:"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! The price-sheet reader takes CSV or zip; neither hostile bytes nor mutated real files panic it.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn zip_of(csv: &str) -> Vec<u8> {
+        use std::io::Write;
+        let mut z = ::zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        z.start_file("part1.csv", ::zip::write::SimpleFileOptions::default())
+            .unwrap();
+        z.write_all(csv.as_bytes()).unwrap();
+        z.finish().unwrap().into_inner()
+    }
+
+    const SHEET: &str = "MeterId,UnitPrice,EffectiveStartDate,PriceType,TierMinimumUnits\r\nm1,0.5,2026-09-01T00:00:00Z,Consumption,0\r\n";
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        #[test]
+        fn arbitrary_and_mutated(bytes in proptest::collection::vec(any::<u8>(), 0..1024), pos in 0usize..2000, byte in any::<u8>(), zipped in any::<bool>()) {
+            let _ = PriceBuilder::new().push_file("fuzz", &bytes);
+            let mut real = if zipped { zip_of(SHEET) } else { SHEET.as_bytes().to_vec() };
+            let p = pos % real.len();
+            real[p] = byte;
+            let mut b = PriceBuilder::new();
+            if b.push_file("fuzz", &real).is_ok() {
+                let _ = b.finish("2026-09", "P");
+            }
+        }
+    }
+}

@@ -608,3 +608,37 @@ mod tests {
         assert!(e.contains("twice"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Hostile input never panics the page decoder: arbitrary bytes, and real pages cut, spliced or
+    //! with bytes flipped. `PROPTEST_CASES` raises the count for a long run.
+    use super::*;
+    use proptest::prelude::*;
+
+    const PAGE: &str = r#"{"value":[{"id":"a","tags":{"k":"v"},"properties":{"billingProfileId":"P","invoiceId":"G1","date":"2026-10-03T00:00:00.0000000Z","quantity":1.5,"costInBillingCurrency":"0.25","exchangeRate":"1","additionalInfo":"{\"x\": 1}","isAzureCreditEligible":true,"meterId":""}}],"nextLink":null}"#;
+    const CSV: &str = "\u{feff}invoiceId,date,quantity,costInBillingCurrency,tags,additionalInfo\r\nG1,10/03/2026,1.5,0.25,\"{\"\"k\"\":\"\"v\"\"}\",\"multi\nline\"\r\n";
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        #[test]
+        fn arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = Builder::new().push_json_page("fuzz", &bytes);
+            let _ = Builder::new().push_csv("fuzz", &bytes);
+        }
+
+        #[test]
+        fn mutated_real_pages(cut in 0usize..400, pos in 0usize..400, byte in any::<u8>(), csv in any::<bool>()) {
+            let mut b = if csv { CSV.as_bytes().to_vec() } else { PAGE.as_bytes().to_vec() };
+            let p = pos % b.len();
+            b[p] = byte;
+            b.truncate(b.len() - cut.min(b.len()));
+            let mut builder = Builder::new();
+            let r = if csv { builder.push_csv("fuzz", &b) } else { builder.push_json_page("fuzz", &b) };
+            if let Err(e) = r {
+                prop_assert!(e.to_string().starts_with("fuzz"), "errors say where: {e}");
+            }
+            let _ = builder.finish("2026-10", "P");
+        }
+    }
+}

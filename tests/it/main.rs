@@ -13,3 +13,4 @@ mod endpoints;
 mod faults;
 mod manage;
 mod pipeline;
+mod security;
