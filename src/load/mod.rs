@@ -6,8 +6,12 @@
 //! 2. **Publish** (only a complete staging set): per partition, each file is `put` to its final path —
 //!    a single-object put is atomic on every store, so a reader sees the old file or the new one,
 //!    never half of one — then files of that partition no longer produced are deleted, then the
-//!    partition's `_manifest.json` (rows, bytes, sha256, schema, run id) is written last. A file whose
-//!    bytes equal what is published is not rewritten: a rerun with nothing new rewrites nothing.
+//!    partition's `_manifest.json` (rows, bytes, sha256, schema, run id) is written last. A new
+//!    partition gets its manifest first as well, so no reader ever sees partition data without a
+//!    manifest. With the default partitioning each partition is one file, so a reader never sees
+//!    rows of two runs mixed (with `partition_by = ["billing_period"]` a partition holds one file per
+//!    billing profile, replaced one after the other). A partition whose bytes equal what is
+//!    published is not rewritten: a rerun with nothing new rewrites nothing.
 //!    Staging is removed at the end; a killed load is finished by running it again.
 //!
 //! Partition values go through [`crate::ids::hive`], so nothing is written outside the output root.
@@ -218,10 +222,44 @@ impl Loader {
                 b.sort();
                 a == b
             });
+            // The manifest of a new partition is written before its files, so a load killed in
+            // between leaves a manifest without its file: unchanged only if every file is there.
+            let mut unchanged = unchanged;
+            for f in &files {
+                if !unchanged {
+                    break;
+                }
+                unchanged = self
+                    .output
+                    .exists(&final_path(f))
+                    .await
+                    .map_err(self.st(&final_path(f)))?;
+            }
             report.rows += files.iter().map(|f| f.rows).sum::<u64>();
             if unchanged {
                 report.partitions_unchanged += 1;
                 continue;
+            }
+            let manifest = Manifest {
+                dataset: dataset.clone(),
+                partition: partition
+                    .split('/')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), crate::ids::decode(v)))
+                    .collect(),
+                rows: files.iter().map(|f| f.rows).sum(),
+                bytes: files.iter().map(|f| f.bytes).sum(),
+                files: files.clone(),
+                run_id: self.run_id.clone(),
+                written_at: chrono::Utc::now().to_rfc3339(),
+            };
+            if old.is_none() {
+                // A new partition appears with its manifest: a reader never sees its data without one.
+                let first = Bytes::from(serde_json::to_vec_pretty(&manifest).unwrap_or_default());
+                self.output
+                    .put(&manifest_path, first)
+                    .await
+                    .map_err(self.st(&manifest_path))?;
             }
             for f in &files {
                 if let Some(ms) = std::env::var("COSTLAKE_CHAOS_LOAD_DELAY_MS")
@@ -259,24 +297,10 @@ impl Loader {
                     report.files_deleted += 1;
                 }
             }
-            let manifest = Manifest {
-                dataset: dataset.clone(),
-                partition: partition
-                    .split('/')
-                    .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| (k.to_owned(), crate::ids::decode(v)))
-                    .collect(),
-                rows: files.iter().map(|f| f.rows).sum(),
-                bytes: files.iter().map(|f| f.bytes).sum(),
-                files,
-                run_id: self.run_id.clone(),
-                written_at: chrono::Utc::now().to_rfc3339(),
-            };
+            let manifest_bytes =
+                Bytes::from(serde_json::to_vec_pretty(&manifest).unwrap_or_default());
             self.output
-                .put(
-                    &manifest_path,
-                    Bytes::from(serde_json::to_vec_pretty(&manifest).unwrap_or_default()),
-                )
+                .put(&manifest_path, manifest_bytes)
                 .await
                 .map_err(self.st(&manifest_path))?;
             report.partitions_written += 1;

@@ -173,6 +173,15 @@ impl Store {
         }
     }
 
+    /// Whether `rel` exists (a HEAD, no body read).
+    pub async fn exists(&self, rel: &str) -> Result<bool, StorageError> {
+        match self.inner.head(&self.full(rel)?).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.io("check", rel, e)),
+        }
+    }
+
     /// Reads `rel`; `None` if it does not exist.
     pub async fn get(&self, rel: &str) -> Result<Option<Bytes>, StorageError> {
         match self.inner.get(&self.full(rel)?).await {

@@ -244,3 +244,53 @@ fn a_second_run_of_the_same_pipeline_exits_while_the_first_holds_the_lease() {
         err.lines().next().unwrap_or("")
     );
 }
+
+/// A reader polling the lake while a load publishes (slowed down) never sees a partition's data
+/// without its manifest, nor a partition whose rows come from two runs.
+#[test]
+fn a_reader_polling_during_load_sees_whole_partitions_with_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path());
+    ok(costlake(&["run", &f], &[]));
+    let lake = dir.path().join("lake");
+    let first = lake_files(&lake);
+    // Restate the open month and reload slowly, polling all the while.
+    let text = std::fs::read_to_string(&f)
+        .unwrap()
+        .replace("page_size = 10", "page_size = 10\nrestatements = 1");
+    std::fs::write(&f, text).unwrap();
+    ok(costlake(&["extract", &f], &[]));
+    ok(costlake(&["transform", &f], &[]));
+    let mut load = costlake(
+        &["load", &f],
+        &[("COSTLAKE_CHAOS_LOAD_DELAY_MS", "100".into())],
+    )
+    .spawn()
+    .unwrap();
+    let (mut polls, mut saw_new) = (0, 0);
+    loop {
+        let done = load.try_wait().unwrap().is_some();
+        for (path, bytes) in lake_files(&lake) {
+            let part = std::path::Path::new(&path).parent().unwrap();
+            assert!(
+                lake.join(part).join("_manifest.json").exists(),
+                "{path} visible without its manifest"
+            );
+            if first.get(&path) != Some(&bytes) {
+                saw_new += 1;
+            }
+        }
+        polls += 1;
+        if done {
+            break;
+        }
+    }
+    assert!(load.wait().unwrap().success());
+    assert!(
+        saw_new > 0,
+        "the reload published new data while being watched"
+    );
+    eprintln!(
+        "reader polled the lake {polls} times during a load: every partition whole and with its manifest"
+    );
+}
