@@ -294,3 +294,80 @@ fn a_reader_polling_during_load_sees_whole_partitions_with_manifests() {
         "reader polled the lake {polls} times during a load: every partition whole and with its manifest"
     );
 }
+
+/// SIGKILL at 10 seeded random points spread over extract, transform and load (their windows taken
+/// from an uninterrupted run's report), a rerun after each: always the uninterrupted run's lake.
+#[test]
+fn sigkill_at_ten_seeded_random_points_then_rerun_gives_the_same_lake() {
+    use rand::{Rng, SeedableRng};
+    let clean = tempfile::tempdir().unwrap();
+    let f = write(clean.path());
+    let slow_load = [("COSTLAKE_CHAOS_LOAD_DELAY_MS", "60".to_owned())];
+    ok(costlake(&["run", &f], &slow_load));
+    let reference = lake_files(&clean.path().join("lake"));
+    let report = walk(&clean.path().join("lake/_runs")).pop().unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    let secs = |s: &str| report[s]["seconds"].as_f64().unwrap();
+    let (ex, tr, lo) = (secs("extract"), secs("transform"), secs("load"));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
+    // 4 points in extract, 3 in transform, 3 in load; 0.4 s for the process to start.
+    let mut points: Vec<(f64, &str)> = Vec::new();
+    for (n, from, len, stage) in [
+        (4, 0.0, ex, "extract"),
+        (3, ex, tr, "transform"),
+        (3, ex + tr, lo, "load"),
+    ] {
+        for _ in 0..n {
+            points.push((0.4 + from + rng.random_range(0.05..0.95) * len, stage));
+        }
+    }
+    let mut results = Vec::new();
+    for (i, (at, stage)) in points.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(dir.path());
+        let env = [
+            slow_load[0].clone(),
+            ("COSTLAKE_SIM_PORT", free_port().to_string()),
+            ("COSTLAKE_SIM_BLOB_PORT", free_port().to_string()),
+        ];
+        let mut child = costlake(&["run", &f], &env).spawn().unwrap();
+        std::thread::sleep(Duration::from_secs_f64(*at));
+        let finished = child.try_wait().unwrap().is_some();
+        child.kill().ok();
+        child.wait().unwrap();
+        ok(costlake(&["run", &f], &env));
+        let lake = dir.path().join("lake");
+        let same = lake_files(&lake) == reference;
+        results.push(format!(
+            "#{:<2} {stage:<9} at {at:>5.2}s: {}",
+            i + 1,
+            if finished {
+                "finished before the kill"
+            } else if same {
+                "killed; rerun → identical lake"
+            } else {
+                "killed; rerun → DIFFERENT"
+            }
+        ));
+        assert!(
+            same,
+            "kill point {} ({stage} at {at:.2}s): the rerun's lake differs",
+            i + 1
+        );
+        let usage = crate::pipeline::read_dataset(&lake, "usage");
+        let n = usage.height();
+        assert_eq!(
+            usage
+                .unique_stable(None, polars::prelude::UniqueKeepStrategy::First, None)
+                .unwrap()
+                .height(),
+            n,
+            "no duplicate rows"
+        );
+    }
+    eprintln!(
+        "stage windows from an uninterrupted run: extract {ex:.2}s, transform {tr:.2}s, load {lo:.2}s\n{}",
+        results.join("\n")
+    );
+}
