@@ -308,12 +308,15 @@ pub fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", crate::secret::redact_text(&e.to_string()));
+            let mut shown = e.to_string();
+            eprintln!("error: {}", crate::secret::redact_text(&shown));
+            // Our messages already name their cause; print only what the chain adds.
             for cause in e.chain().skip(1) {
-                eprintln!(
-                    "  caused by: {}",
-                    crate::secret::redact_text(&cause.to_string())
-                );
+                let c = cause.to_string();
+                if !shown.contains(&c) {
+                    eprintln!("  caused by: {}", crate::secret::redact_text(&c));
+                    shown.push_str(&c);
+                }
             }
             ExitCode::FAILURE
         }

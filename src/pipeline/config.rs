@@ -53,6 +53,8 @@ pub struct RawSource {
     pub fault_families: Option<Vec<String>>,
     /// Seed of the fault dice (default 1).
     pub fault_seed: Option<u64>,
+    /// Billing profile names full of characters a path must not trust (tests).
+    pub hostile_names: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -275,6 +277,9 @@ impl Pipeline {
                 }
                 if let Some(r) = raw.source.rows_per_invoice {
                     scale.rows_per_invoice = r;
+                }
+                if let Some(h) = raw.source.hostile_names {
+                    scale.hostile_names = h;
                 }
                 let open_month = raw.source.open_month.as_deref().and_then(|m| {
                     let d = month(m);

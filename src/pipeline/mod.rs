@@ -322,9 +322,21 @@ pub async fn run(p: &Pipeline, stages: Stages) -> anyhow::Result<RunReport> {
         Ok(())
     }
     .await;
-    report.save(&output).await?;
-    lease.release().await?;
-    result.map(|_| report)
+    let saved = report.save(&output).await;
+    let released = lease.release().await;
+    // The stage that failed is the news; a report or lease that could not be written is secondary.
+    match (result, saved) {
+        (Err(e), Err(r)) => {
+            tracing::error!(error = %r, "the run report could not be written either");
+            Err(e)
+        }
+        (Err(e), Ok(())) => Err(e),
+        (Ok(()), Err(r)) => Err(r),
+        (Ok(()), Ok(())) => {
+            released?;
+            Ok(report)
+        }
+    }
 }
 
 /// The work units a run would do, and which are already landed, without landing anything.

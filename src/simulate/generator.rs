@@ -56,6 +56,10 @@ pub struct Scale {
     /// Closed (invoiced) months before the open month.
     pub months: u32,
     pub meters: u32,
+    /// Billing profile names with `:`, `%`, dots, spaces and unicode, to test that nothing
+    /// taken from the API can change a path's shape.
+    #[serde(default)]
+    pub hostile_names: bool,
 }
 
 impl Default for Scale {
@@ -66,6 +70,7 @@ impl Default for Scale {
             rows_per_invoice: 1_200,
             months: 2,
             meters: 40,
+            hostile_names: false,
         }
     }
 }
@@ -80,6 +85,7 @@ impl Scale {
                 rows_per_invoice: 150,
                 months: 2,
                 meters: 30,
+                hostile_names: false,
             },
             "demo" | "small" => Self::default(),
             "medium" => Self {
@@ -88,6 +94,7 @@ impl Scale {
                 rows_per_invoice: 50_000,
                 months: 2,
                 meters: 400,
+                hostile_names: false,
             },
             "large" => Self {
                 customers: 500,
@@ -95,6 +102,7 @@ impl Scale {
                 rows_per_invoice: 500_000,
                 months: 2,
                 meters: 4_000,
+                hostile_names: false,
             },
             _ => return None,
         })
@@ -340,6 +348,13 @@ impl World {
                 currency: "EUR",
             },
         ];
+        let mut profiles = profiles;
+        if scale.hostile_names {
+            // Still valid in an ARM path segment (no `/`), but every character a path must not trust.
+            for (i, p) in profiles.iter_mut().enumerate() {
+                p.name = format!("{}:ü€ 100%..x{i}", p.name);
+            }
+        }
         let customers: Vec<Cust> = (0..scale.customers as u64)
             .map(|i| {
                 let x = s(4, i);

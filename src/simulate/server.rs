@@ -1012,7 +1012,7 @@ fn route(st: &State, ctx: &Ctx, family: SimFamily) -> Resp {
                 "{}providers/Microsoft.Billing/billingAccounts/{}/billingProfiles/{}/providers/Microsoft.CostManagement/operationResults/{id}?sessiontoken=0:{}&api-version=2024-08-01&OperationType=PriceSheet",
                 st.arm_base,
                 w.account_name,
-                w.profiles[p].name,
+                enc(&w.profiles[p].name),
                 rand::random::<u32>() % 1_000_000
             );
             start_op(
@@ -1117,6 +1117,22 @@ fn route(st: &State, ctx: &Ctx, family: SimFamily) -> Resp {
 
 fn date_iso(s: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok()
+}
+
+/// A name as an ARM path segment (percent-encoded like `url` does for path segments).
+fn enc(name: &str) -> String {
+    let mut u = url::Url::parse("http://x/").unwrap_or_else(|_| unreachable_url());
+    if let Ok(mut s) = u.path_segments_mut() {
+        s.push(name);
+    }
+    u.path().trim_start_matches('/').to_owned()
+}
+
+fn unreachable_url() -> url::Url {
+    match url::Url::parse("http://localhost/") {
+        Ok(u) => u,
+        Err(_) => std::process::abort(),
+    }
 }
 
 fn not_found(ctx: &Ctx) -> Resp {
@@ -1770,8 +1786,9 @@ fn cost_details(st: &State, ctx: &Ctx, scope: &[&str]) -> Resp {
         return r;
     }
     let id = guid(rand::random());
-    let scope_path =
-        ctx.segs[..ctx.low.iter().rposition(|s| s == "providers").unwrap_or(0)].join("/");
+    // From the request's own (still percent-encoded) path: a header must stay ASCII.
+    let raw: Vec<&str> = ctx.path.split('/').filter(|s| !s.is_empty()).collect();
+    let scope_path = raw[..ctx.low.iter().rposition(|s| s == "providers").unwrap_or(0)].join("/");
     let location = format!(
         "{}{scope_path}/providers/Microsoft.CostManagement/costDetailsOperationResults/{id}?api-version=2024-08-01",
         st.arm_base

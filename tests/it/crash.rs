@@ -36,7 +36,7 @@ fn ok(mut c: Command) {
     );
 }
 
-fn write(dir: &Path) -> String {
+pub fn write(dir: &Path) -> String {
     let file = dir.join("p.toml");
     // Small pages so the extract takes long enough to be killed in the middle.
     std::fs::write(
@@ -69,7 +69,7 @@ fn kill_when(mut child: Child, what: &str, cond: impl Fn() -> bool) {
 }
 
 /// sha256 of every Parquet file and manifest-less listing, relative to the lake.
-fn lake_files(lake: &Path) -> BTreeMap<String, Vec<u8>> {
+pub fn lake_files(lake: &Path) -> BTreeMap<String, Vec<u8>> {
     walk(lake)
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))

@@ -11,6 +11,7 @@ mod crawl;
 mod credentials;
 mod endpoints;
 mod faults;
+mod hostile;
 mod manage;
 mod pipeline;
 mod security;
