@@ -214,3 +214,24 @@ mod fuzz {
         }
     }
 }
+
+#[cfg(test)]
+mod huge {
+    use super::*;
+
+    #[test]
+    fn a_huge_quoted_field_with_newlines_is_read_whole() {
+        let name = format!("line1\nline2 \"quoted\" {}", "n".repeat(4 << 20));
+        let csv = format!(
+            "MeterId,MeterName,UnitPrice,EffectiveStartDate,PriceType\r\nm1,\"{}\",0.5,2026-09-01,Consumption\r\n",
+            name.replace('"', "\"\"")
+        );
+        let mut b = PriceBuilder::new();
+        assert_eq!(b.push_csv("huge", csv.as_bytes()).unwrap(), 1);
+        let df = b.finish("2026-09", "P").unwrap();
+        assert_eq!(
+            df.column("meter_name").unwrap().str().unwrap().get(0),
+            Some(name.as_str())
+        );
+    }
+}

@@ -642,3 +642,38 @@ mod fuzz {
         }
     }
 }
+
+#[cfg(test)]
+mod huge {
+    use super::*;
+
+    /// A 16 MiB `additionalInfo` and a 1 MiB tag value decode whole, without truncation or panic.
+    #[test]
+    fn huge_fields_are_kept_whole() {
+        let big = "x".repeat(16 << 20);
+        let tag = "t".repeat(1 << 20);
+        let page = format!(
+            r#"{{"value":[{{"tags":{{"k":"{tag}"}},"properties":{{"invoiceId":"G1","quantity":1,"costInBillingCurrency":2,"additionalInfo":"{big}"}}}}]}}"#
+        );
+        let mut b = Builder::new();
+        assert_eq!(b.push_json_page("huge", page.as_bytes()).unwrap(), 1);
+        let df = b.finish("2026-10", "P").unwrap();
+        assert_eq!(
+            df.column("additional_info")
+                .unwrap()
+                .str()
+                .unwrap()
+                .get(0)
+                .map(str::len),
+            Some(16 << 20)
+        );
+        assert!(
+            df.column("tags")
+                .unwrap()
+                .str()
+                .unwrap()
+                .get(0)
+                .is_some_and(|t| t.len() > 1 << 20)
+        );
+    }
+}
