@@ -200,7 +200,7 @@ mod fuzz {
     const SHEET: &str = "MeterId,UnitPrice,EffectiveStartDate,PriceType,TierMinimumUnits\r\nm1,0.5,2026-09-01T00:00:00Z,Consumption,0\r\n";
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000), ..ProptestConfig::default() })]
         #[test]
         fn arbitrary_and_mutated(bytes in proptest::collection::vec(any::<u8>(), 0..1024), pos in 0usize..2000, byte in any::<u8>(), zipped in any::<bool>()) {
             let _ = PriceBuilder::new().push_file("fuzz", &bytes);

@@ -620,7 +620,7 @@ mod fuzz {
     const CSV: &str = "\u{feff}invoiceId,date,quantity,costInBillingCurrency,tags,additionalInfo\r\nG1,10/03/2026,1.5,0.25,\"{\"\"k\"\":\"\"v\"\"}\",\"multi\nline\"\r\n";
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000), ..ProptestConfig::default() })]
         #[test]
         fn arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
             let _ = Builder::new().push_json_page("fuzz", &bytes);
