@@ -4,7 +4,6 @@
 
 use super::usage::{DecodeError, date_column, date_days, dec18, decimal_column};
 use polars::prelude::*;
-use std::collections::HashMap;
 
 /// (output column, header name lower-cased, kind: 's' string, 'd' decimal, 't' date)
 pub const PRICE_COLUMNS: &[(&str, &str, char)] = &[
@@ -87,18 +86,7 @@ impl PriceBuilder {
             what: what.to_owned(),
             reason,
         };
-        let body = body.strip_prefix("\u{feff}".as_bytes()).unwrap_or(body);
-        let mut rd = csv::ReaderBuilder::new().from_reader(body);
-        let headers = rd
-            .headers()
-            .map_err(|e| bad(format!("header: {e}")))?
-            .clone();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        for (i, h) in headers.iter().enumerate() {
-            if index.insert(h.trim().to_ascii_lowercase(), i).is_some() {
-                return Err(bad(format!("column `{h}` appears twice")));
-            }
-        }
+        let (mut rd, index) = super::usage::csv_with_header(what, body)?;
         let missing: Vec<&str> = REQUIRED
             .iter()
             .filter(|r| !index.contains_key(**r))
@@ -108,7 +96,9 @@ impl PriceBuilder {
             return Err(bad(format!(
                 "missing column(s) {}; found {}",
                 missing.join(", "),
-                headers.iter().collect::<Vec<_>>().join(",")
+                rd.headers()
+                    .map(|h| h.iter().collect::<Vec<_>>().join(","))
+                    .unwrap_or_default()
             )));
         }
         let pos: Vec<Option<usize>> = PRICE_COLUMNS

@@ -411,18 +411,7 @@ impl Builder {
             what: what.to_owned(),
             reason,
         };
-        let body = body.strip_prefix("\u{feff}".as_bytes()).unwrap_or(body);
-        let mut rd = csv::ReaderBuilder::new().flexible(false).from_reader(body);
-        let headers = rd
-            .headers()
-            .map_err(|e| bad(format!("header: {e}")))?
-            .clone();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        for (i, h) in headers.iter().enumerate() {
-            if index.insert(h.trim().to_ascii_lowercase(), i).is_some() {
-                return Err(bad(format!("column `{h}` appears twice")));
-            }
-        }
+        let (mut rd, index) = csv_with_header(what, body)?;
         let pos: Vec<Option<usize>> = USAGE_COLUMNS
             .iter()
             .map(|c| index.get(&c.2.to_ascii_lowercase()).copied())
@@ -510,6 +499,34 @@ fn tags_map(tags: &StringChunked) -> PolarsResult<Column> {
         .sort(["_row"], SortMultipleOptions::default())
         .collect()?;
     Ok(joined.column("tags_map")?.clone())
+}
+
+/// Columns of a CSV header by lower-cased name.
+pub type HeaderIndex = HashMap<String, usize>;
+
+/// A CSV reader past its header (a leading UTF-8 BOM skipped), and the header's columns by
+/// lower-cased name; a column named twice is an error. Shared by the usage and price-sheet readers.
+pub fn csv_with_header<'b>(
+    what: &str,
+    body: &'b [u8],
+) -> Result<(csv::Reader<&'b [u8]>, HeaderIndex), DecodeError> {
+    let bad = |reason: String| DecodeError {
+        what: what.to_owned(),
+        reason,
+    };
+    let body = body.strip_prefix("\u{feff}".as_bytes()).unwrap_or(body);
+    let mut rd = csv::ReaderBuilder::new().flexible(false).from_reader(body);
+    let headers = rd
+        .headers()
+        .map_err(|e| bad(format!("header: {e}")))?
+        .clone();
+    let mut index = HeaderIndex::new();
+    for (i, h) in headers.iter().enumerate() {
+        if index.insert(h.trim().to_ascii_lowercase(), i).is_some() {
+            return Err(bad(format!("column `{h}` appears twice")));
+        }
+    }
+    Ok((rd, index))
 }
 
 fn into_column(name: &str, col: Col) -> PolarsResult<Column> {
