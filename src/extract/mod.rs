@@ -269,21 +269,6 @@ impl Extractor<'_> {
                     })?;
                 Ok(Pager::new(c.clone(), Family::Billing, ba, ba, url))
             };
-            let profiles: Vec<BillingProfile> = self
-                .land_list(
-                    &format!("hierarchy/{bas}/billing_profiles"),
-                    list("billingProfiles")?,
-                )
-                .await?;
-            let _: Vec<serde::de::IgnoredAny> = self
-                .land_list(&format!("hierarchy/{bas}/customers"), list("customers")?)
-                .await?;
-            let _: Vec<serde::de::IgnoredAny> = self
-                .land_list(
-                    &format!("hierarchy/{bas}/billing_subscriptions"),
-                    list("billingSubscriptions")?,
-                )
-                .await?;
             let inv_url = c
                 .arm(
                     &[
@@ -306,12 +291,26 @@ impl Extractor<'_> {
                     unit: "invoices".into(),
                     source,
                 })?;
-            let invoices: Vec<Invoice> = self
-                .land_list(
-                    &format!("invoices/{bas}"),
-                    Pager::new(c.clone(), Family::Billing, ba, ba, inv_url),
-                )
-                .await?;
+            // Four independent lists: fetched at once, so discovery costs one list's latency.
+            let (profiles, _, _, invoices): (
+                Vec<BillingProfile>,
+                Vec<serde::de::IgnoredAny>,
+                Vec<serde::de::IgnoredAny>,
+                Vec<Invoice>,
+            ) = {
+                let (d1, d2, d3, d4) = (
+                    format!("hierarchy/{bas}/billing_profiles"),
+                    format!("hierarchy/{bas}/customers"),
+                    format!("hierarchy/{bas}/billing_subscriptions"),
+                    format!("invoices/{bas}"),
+                );
+                tokio::try_join!(
+                    self.land_list(&d1, list("billingProfiles")?),
+                    self.land_list(&d2, list("customers")?),
+                    self.land_list(&d3, list("billingSubscriptions")?),
+                    self.land_list(&d4, Pager::new(c.clone(), Family::Billing, ba, ba, inv_url)),
+                )?
+            };
             for p in &profiles {
                 let prof = p.props();
                 let ps = segment("billing profile", &p.name)?;

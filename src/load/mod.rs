@@ -73,6 +73,7 @@ pub struct LoadReport {
     pub seconds: f64,
 }
 
+#[derive(Clone)]
 pub struct Loader {
     pub output: Store,
     pub run_id: String,
@@ -102,7 +103,162 @@ pub fn parquet_bytes(
     Ok(buf)
 }
 
+/// What a staged file's bytes went through: the spool file, their hash and count.
+struct Spooled {
+    file: std::io::BufWriter<std::fs::File>,
+    hash: sha2::Sha256,
+    bytes: u64,
+}
+
+/// A `Write` into a [`Spooled`] shared with the [`StagedWriter`], which reads the hash back after
+/// the Parquet writer (which keeps its sink) has written the footer.
+#[derive(Clone)]
+struct Hashing(std::sync::Arc<std::sync::Mutex<Spooled>>);
+
+impl std::io::Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let mut s = self
+            .0
+            .lock()
+            .map_err(|_| std::io::Error::other("spool lock poisoned"))?;
+        let n = s.file.write(buf)?;
+        s.hash.update(&buf[..n]);
+        s.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("spool lock poisoned"))?
+            .file
+            .flush()
+    }
+}
+
+/// One staged Parquet file written chunk by chunk (each chunk one or more row groups) into a local
+/// spool file, so a dataset of any size passes through a bounded amount of memory. Finished with
+/// [`Loader::stage_written`].
+pub struct StagedWriter {
+    dataset: &'static str,
+    keys: Vec<(String, String)>,
+    file: String,
+    spool: tempfile::NamedTempFile,
+    sink: Option<Hashing>,
+    writer: Option<polars::io::parquet::write::BatchedWriter<Hashing>>,
+    schema: Vec<(String, String)>,
+    rows: u64,
+    zstd_level: i32,
+}
+
+impl StagedWriter {
+    /// Appends a chunk (its partition columns are dropped; the first chunk fixes the schema).
+    pub fn write(&mut self, df: &DataFrame) -> PolarsResult<()> {
+        let keys: Vec<&str> = self.keys.iter().map(|(k, _)| k.as_str()).collect();
+        let mut df = df.drop_many(keys);
+        if self.writer.is_none() {
+            self.schema = df
+                .schema()
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.to_string()))
+                .collect();
+            let sink = Hashing(std::sync::Arc::new(std::sync::Mutex::new(Spooled {
+                file: std::io::BufWriter::with_capacity(1 << 20, self.spool.reopen()?),
+                hash: Default::default(),
+                bytes: 0,
+            })));
+            self.sink = Some(sink.clone());
+            self.writer = Some(
+                ParquetWriter::new(sink)
+                    .with_compression(ParquetCompression::Zstd(Some(
+                        polars::polars_utils::compression::ZstdLevel::try_new(self.zstd_level)?,
+                    )))
+                    .with_statistics(StatisticsOptions::full())
+                    .batched(&df.schema().clone())?,
+            );
+        }
+        df.rechunk_mut_par();
+        self.rows += df.height() as u64;
+        match &mut self.writer {
+            Some(w) => w.write_batch(&df),
+            None => Ok(()),
+        }
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+}
+
 impl Loader {
+    /// A writer for one file of `dataset` in the partition `keys` (see [`StagedWriter`]).
+    pub fn writer(
+        &self,
+        dataset: &'static str,
+        keys: Vec<(String, String)>,
+        file: String,
+    ) -> Result<StagedWriter, LoadError> {
+        let spool = tempfile::NamedTempFile::with_prefix("costlake-stage-").map_err(|e| {
+            LoadError::BadStaging(
+                format!("{}/{dataset}", std::env::temp_dir().display()),
+                format!("cannot create a spool file: {e}"),
+            )
+        })?;
+        Ok(StagedWriter {
+            dataset,
+            keys,
+            file,
+            spool,
+            sink: None,
+            writer: None,
+            schema: Vec::new(),
+            rows: 0,
+            zstd_level: self.zstd_level,
+        })
+    }
+
+    /// Finishes a [`StagedWriter`]'s file and puts it into staging (streamed, not read into memory).
+    pub async fn stage_written(&self, mut w: StagedWriter) -> Result<FileEntry, LoadError> {
+        let what = format!("{}/{}", w.dataset, w.file);
+        let parquet = |source| LoadError::Parquet {
+            what: what.clone(),
+            source,
+        };
+        let (Some(writer), Some(sink)) = (w.writer.take(), w.sink.take()) else {
+            return Err(LoadError::BadStaging(what, "nothing was written".into()));
+        };
+        writer.finish().map_err(parquet)?;
+        drop(writer);
+        let (hash, bytes) = {
+            use sha2::Digest;
+            let mut s = sink
+                .0
+                .lock()
+                .map_err(|_| LoadError::BadStaging(what.clone(), "spool lock poisoned".into()))?;
+            std::io::Write::flush(&mut s.file).map_err(|e| parquet(PolarsError::from(e)))?;
+            (hex::encode(s.hash.clone().finalize()), s.bytes)
+        };
+        let mut dirs = Vec::new();
+        for (k, v) in &w.keys {
+            dirs.push(hive(k, v)?);
+        }
+        let entry = FileEntry {
+            dataset: w.dataset.to_owned(),
+            partition: dirs.join("/"),
+            file: format!("{}.parquet", crate::ids::segment("file", &w.file)?),
+            rows: w.rows,
+            bytes,
+            sha256: hash,
+            schema: w.schema.clone(),
+        };
+        let path = format!("_staging/{}/{}", self.run_id, final_path(&entry));
+        self.output
+            .put_file(&path, w.spool.path())
+            .await
+            .map_err(self.st(&path))?;
+        Ok(entry)
+    }
+
     fn st(&self, path: &str) -> impl FnOnce(StorageError) -> LoadError {
         let path = path.to_owned();
         move |source| LoadError::Storage { path, source }
@@ -271,16 +427,11 @@ impl Loader {
                 }
                 let from = format!("_staging/{run}/{}", final_path(f));
                 let to = final_path(f);
-                let bytes = self
-                    .output
-                    .get(&from)
-                    .await
-                    .map_err(self.st(&from))?
-                    .ok_or_else(|| {
-                        LoadError::BadStaging(from.clone(), "staged file missing".into())
-                    })?;
-                report.bytes_written += bytes.len() as u64;
-                self.output.put(&to, bytes).await.map_err(self.st(&to))?;
+                if !self.output.exists(&from).await.map_err(self.st(&from))? {
+                    return Err(LoadError::BadStaging(from, "staged file missing".into()));
+                }
+                self.output.copy(&from, &to).await.map_err(self.st(&to))?;
+                report.bytes_written += f.bytes;
                 report.files_written += 1;
             }
             // Files of this partition that this run did not produce (e.g. a profile that vanished).

@@ -40,6 +40,10 @@ pub struct RawSource {
     pub scale: Option<String>,
     pub customers: Option<u32>,
     pub rows_per_invoice: Option<u64>,
+    /// Meters in the simulated catalogue (the price sheet has about 1.6 rows per meter).
+    pub meters: Option<u32>,
+    /// Wall-clock milliseconds the simulator adds to every request (extract benchmarks).
+    pub latency_ms: Option<u64>,
     pub open_month: Option<String>,
     pub time_scale: Option<f64>,
     pub page_size: Option<u32>,
@@ -127,6 +131,7 @@ pub enum Source {
         open_month: Option<NaiveDate>,
         time_scale: f64,
         page_size: Option<u32>,
+        latency_ms: u64,
         restatements: u64,
         faults: Option<crate::simulate::FaultPlan>,
     },
@@ -278,6 +283,12 @@ impl Pipeline {
                 if let Some(r) = raw.source.rows_per_invoice {
                     scale.rows_per_invoice = r;
                 }
+                if let Some(m) = raw.source.meters {
+                    if m == 0 {
+                        errs.push("source.meters: must be at least 1".into());
+                    }
+                    scale.meters = m.max(1);
+                }
                 if let Some(h) = raw.source.hostile_names {
                     scale.hostile_names = h;
                 }
@@ -357,6 +368,7 @@ impl Pipeline {
                     open_month,
                     time_scale,
                     page_size: raw.source.page_size,
+                    latency_ms: raw.source.latency_ms.unwrap_or(0),
                     restatements: raw.source.restatements.unwrap_or(0),
                     faults,
                 }
@@ -367,6 +379,8 @@ impl Pipeline {
                     ("scale", raw.source.scale.is_some()),
                     ("open_month", raw.source.open_month.is_some()),
                     ("customers", raw.source.customers.is_some()),
+                    ("meters", raw.source.meters.is_some()),
+                    ("latency_ms", raw.source.latency_ms.is_some()),
                 ] {
                     if set {
                         errs.push(format!("source.{k}: only for kind = \"simulator\""));
@@ -403,6 +417,7 @@ impl Pipeline {
                     open_month: None,
                     time_scale: 1.0,
                     page_size: None,
+                    latency_ms: 0,
                     restatements: 0,
                     faults: None,
                 }

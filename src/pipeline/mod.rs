@@ -32,6 +32,7 @@ pub async fn connect(p: &Pipeline) -> anyhow::Result<Connection> {
             open_month,
             time_scale,
             page_size,
+            latency_ms,
             restatements,
             faults,
         } => {
@@ -40,6 +41,7 @@ pub async fn connect(p: &Pipeline) -> anyhow::Result<Connection> {
                 cfg.open_month = *m;
             }
             cfg.time_scale = *time_scale;
+            cfg.latency = std::time::Duration::from_millis(*latency_ms);
             if let Some(s) = page_size {
                 cfg.page_size = *s;
             }
@@ -244,8 +246,15 @@ pub async fn transform(p: &Pipeline, run_id: &str, report: &mut RunReport) -> an
         }
     }
     bar.inc(1);
+    let wants: Vec<&str> = crate::pipeline::config::DATASETS
+        .iter()
+        .copied()
+        .filter(|d| p.wants(d))
+        .collect();
     for ((period, profile), units) in &groups {
-        for part in tr.group(period, profile, units).await? {
+        let out = tr.group(period, profile, units, &loader, &wants).await?;
+        staged.extend(out.staged);
+        for part in out.small {
             if part.dataset == "reconciliation" {
                 let status = part.df.column("status")?.str()?.clone();
                 let ids = part.df.column("invoice_id")?.str()?.clone();

@@ -289,6 +289,10 @@ pub struct World {
     pub months: Vec<NaiveDate>,
     pub open_month: NaiveDate,
     pub invoices: Vec<Invoice>,
+    /// Indices of the reservable meters.
+    reservable: Vec<usize>,
+    /// Indices into `prices` by (profile, meter), so a row finds its prices without a scan.
+    price_index: std::collections::HashMap<(usize, usize), Vec<usize>>,
 }
 
 pub fn month_end(m: NaiveDate) -> NaiveDate {
@@ -550,6 +554,17 @@ impl World {
                 });
             }
         }
+        let reservable: Vec<usize> = meters
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.kind == MeterKind::Reservable)
+            .map(|(i, _)| i)
+            .collect();
+        let mut price_index: std::collections::HashMap<(usize, usize), Vec<usize>> =
+            std::collections::HashMap::new();
+        for (i, r) in prices.iter().enumerate() {
+            price_index.entry((r.profile, r.meter)).or_default().push(i);
+        }
         Self {
             seed,
             scale,
@@ -565,6 +580,8 @@ impl World {
             months,
             open_month,
             invoices,
+            reservable,
+            price_index,
         }
     }
 
@@ -603,8 +620,11 @@ impl World {
         qty: Decimal,
     ) -> Vec<&PriceRow> {
         let cands: Vec<&PriceRow> = self
-            .prices
-            .iter()
+            .price_index
+            .get(&(profile, meter))
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.prices[i])
             .filter(|r| {
                 r.profile == profile
                     && r.meter == meter
@@ -676,13 +696,7 @@ impl World {
             invoice_name,
             expected: ExpectedMatch::Matched,
         };
-        let reservable: Vec<usize> = self
-            .meters
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.kind == MeterKind::Reservable)
-            .map(|(i, _)| i)
-            .collect();
+        let reservable = &self.reservable;
         let finish = |r: &mut UsageRow| {
             r.cost_billing = r.cost_pricing * r.fx;
             r.payg_cost_billing = (r.quantity * r.market_price) * r.fx;

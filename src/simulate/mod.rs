@@ -230,6 +230,9 @@ pub struct SimConfig {
     pub client_secret: String,
     pub federated_assertion: String,
     pub identity_header: String,
+    /// Wall-clock delay added to every request (network and service latency, for extract
+    /// benchmarks); zero by default.
+    pub latency: Duration,
     /// Fixed ports (0 = any free port).
     pub arm_port: u16,
     pub blob_port: u16,
@@ -258,6 +261,7 @@ impl SimConfig {
             client_secret: "sim-secret-do-not-log".into(),
             federated_assertion: "sim-federated-assertion".into(),
             identity_header: "sim-identity-header".into(),
+            latency: Duration::ZERO,
             arm_port: 0,
             blob_port: 0,
         }

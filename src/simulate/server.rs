@@ -351,6 +351,9 @@ async fn handle(st: Arc<State>, req: Request<hyper::body::Incoming>, blob_host: 
         classify(&ctx)
     };
     st.count(|c| *c.requests.entry(family).or_default() += 1);
+    if !st.config.latency.is_zero() {
+        tokio::time::sleep(st.config.latency).await;
+    }
     if blob_host && ctx.headers.contains_key("authorization") {
         st.count(|c| c.blob_requests_with_authorization += 1);
     }
@@ -859,15 +862,13 @@ fn route(st: &State, ctx: &Ctx, family: SimFamily) -> Resp {
         }
         (&Method::GET, ["customers"]) => {
             let _ = api!(ctx, BILLING, "2018-11-01-preview");
-            let items = (0..w.customers.len())
-                .map(|c| customer_json(w, c))
-                .collect();
-            list_page(st, ctx, "customers", items)
+            list_page_with(st, ctx, "customers", w.customers.len(), |c| {
+                customer_json(w, c)
+            })
         }
         (&Method::GET, ["billingsubscriptions"]) => {
             let _ = api!(ctx, BILLING);
-            let items = (0..w.subs.len()).map(|s| subscription_json(w, s)).collect();
-            list_page(st, ctx, "subs", items)
+            list_page_with(st, ctx, "subs", w.subs.len(), |s| subscription_json(w, s))
         }
         (&Method::GET, ["customers", c, "billingsubscriptions"]) => {
             let _ = api!(ctx, BILLING);
@@ -1248,6 +1249,18 @@ fn managed_identity(st: &State, ctx: &Ctx) -> Resp {
 
 /// A list response with `$skiptoken` paging; on the last page `nextLink` is `null` or absent (both occur).
 fn list_page(st: &State, ctx: &Ctx, scope: &str, items: Vec<String>) -> Resp {
+    let n = items.len();
+    list_page_with(st, ctx, scope, n, |i| items[i].clone())
+}
+
+/// [`list_page`] rendering only the page's items (lists of thousands are paged by fives in tests).
+fn list_page_with(
+    st: &State,
+    ctx: &Ctx,
+    scope: &str,
+    total: usize,
+    item: impl Fn(usize) -> String,
+) -> Resp {
     let size = st.config.list_page_size.max(1) as u64;
     let offset = match ctx.q("$skiptoken") {
         None => 0,
@@ -1262,19 +1275,16 @@ fn list_page(st: &State, ctx: &Ctx, scope: &str, items: Vec<String>) -> Resp {
             }
         },
     };
-    let end = (offset + size).min(items.len() as u64);
+    let end = (offset + size).min(total as u64);
     let mut out = String::from("{\"value\":[");
-    for (i, it) in items[offset.min(end) as usize..end as usize]
-        .iter()
-        .enumerate()
-    {
+    for (i, k) in (offset.min(end) as usize..end as usize).enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(it);
+        out.push_str(&item(k));
     }
     out.push(']');
-    if end < items.len() as u64 {
+    if end < total as u64 {
         out.push_str(",\"nextLink\":");
         out.push_str(&json!(ctx.next_link(&st.arm_base, &st.skiptoken(scope, end))).to_string());
     } else if scope.len().is_multiple_of(2) {

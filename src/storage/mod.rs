@@ -147,6 +147,59 @@ impl Store {
         }
     }
 
+    /// Streams a local file to `rel` (multipart, 8 MiB parts), replacing what was there in one
+    /// step when the upload completes: memory stays at a few parts whatever the file's size.
+    pub async fn put_file(&self, rel: &str, file: &std::path::Path) -> Result<(), StorageError> {
+        use tokio::io::AsyncReadExt;
+        let local = |e: std::io::Error| {
+            self.io(
+                "read staged",
+                rel,
+                object_store::Error::Generic {
+                    store: "local file",
+                    source: Box::new(e),
+                },
+            )
+        };
+        let upload = self
+            .inner
+            .put_multipart(&self.full(rel)?)
+            .await
+            .map_err(|e| self.io("write", rel, e))?;
+        let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, 8 << 20);
+        let mut f = tokio::fs::File::open(file).await.map_err(local)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match f.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    w.abort().await.ok();
+                    return Err(local(e));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            w.wait_for_capacity(2)
+                .await
+                .map_err(|e| self.io("write", rel, e))?;
+            w.write(&buf[..n]);
+        }
+        w.finish()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.io("write", rel, e))
+    }
+
+    /// Copies `from` to `to` inside the store (server-side where the store can; a hard link and a
+    /// rename on a local disk), replacing `to` in one step.
+    pub async fn copy(&self, from: &str, to: &str) -> Result<(), StorageError> {
+        self.inner
+            .copy(&self.full(from)?, &self.full(to)?)
+            .await
+            .map_err(|e| self.io("copy", from, e))
+    }
+
     /// Writes `bytes` at `rel`, replacing what was there in one step.
     pub async fn put(&self, rel: &str, bytes: Bytes) -> Result<(), StorageError> {
         self.inner

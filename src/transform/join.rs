@@ -24,6 +24,7 @@
 use super::usage::{SCALE, decimal_column};
 use polars::prelude::*;
 use rust_decimal::Decimal;
+use std::borrow::Cow;
 
 pub const MATCHED: &str = "matched";
 pub const NO_PRICE_ROW: &str = "no_price_row";
@@ -31,7 +32,7 @@ pub const MARKETPLACE: &str = "marketplace";
 pub const PURCHASE_OR_REFUND: &str = "purchase_or_refund";
 pub const AMBIGUOUS: &str = "ambiguous";
 
-fn price_type(pricing_model: Option<&str>, reservation_id: Option<&str>) -> String {
+fn price_type(pricing_model: Option<&str>, reservation_id: Option<&str>) -> Cow<'static, str> {
     let m: String = pricing_model
         .unwrap_or("")
         .chars()
@@ -44,7 +45,7 @@ fn price_type(pricing_model: Option<&str>, reservation_id: Option<&str>) -> Stri
         "savingsplan" => "SavingsPlan".into(),
         "" if reservation_id.is_some() => "ReservedInstance".into(),
         "" | "ondemand" => "Consumption".into(),
-        other => other.to_owned(),
+        other => Cow::Owned(other.to_owned()),
     }
 }
 
@@ -59,23 +60,14 @@ fn term_key(term: Option<&str>) -> String {
     }
 }
 
-fn strs(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<String>>> {
-    Ok(df
-        .column(name)?
-        .str()?
-        .iter()
-        .map(|s| s.map(str::to_owned))
-        .collect())
-}
-
 fn decs(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<i128>>> {
     let c = df.column(name)?.as_materialized_series().clone();
     let d = c.decimal()?;
     Ok(d.physical().iter().collect())
 }
 
-fn to_dec(v: i128) -> Decimal {
-    Decimal::from_i128_with_scale(v, SCALE as u32)
+fn to_dec(v: i128) -> Option<Decimal> {
+    Decimal::try_from_i128_with_scale(v, SCALE as u32).ok()
 }
 
 fn from_dec(d: Decimal) -> Option<i128> {
@@ -87,188 +79,209 @@ fn from_dec(d: Decimal) -> Option<i128> {
     (d.scale() == SCALE as u32).then(|| d.mantissa())
 }
 
+/// One price-sheet row as the rule reads it.
+struct Price {
+    ptype: String,
+    term: String,
+    tier: i128,
+    start: Option<i32>,
+    end: Option<i32>,
+    unit: Option<i128>,
+    market: Option<i128>,
+}
+
+/// The prices of one billing profile and period, by meter (lower-cased), in sheet order. Built
+/// once per group and probed by every usage chunk.
+pub struct PriceIndex {
+    by_meter: PlHashMap<String, Vec<Price>>,
+}
+
+impl PriceIndex {
+    pub fn new(prices: &DataFrame) -> PolarsResult<Self> {
+        let meter = prices.column("meter_id")?.str()?.clone();
+        let ptype = prices.column("price_type")?.str()?.clone();
+        let term = prices.column("term")?.str()?.clone();
+        let tier = decs(prices, "tier_minimum_units")?;
+        let start: Vec<Option<i32>> = prices
+            .column("effective_start_date")?
+            .date()?
+            .physical()
+            .iter()
+            .collect();
+        let end: Vec<Option<i32>> = prices
+            .column("effective_end_date")?
+            .date()?
+            .physical()
+            .iter()
+            .collect();
+        let unit = decs(prices, "unit_price")?;
+        let market = decs(prices, "market_price")?;
+        let mut by_meter: PlHashMap<String, Vec<Price>> = PlHashMap::default();
+        for (i, ((m, pt), t)) in meter.iter().zip(ptype.iter()).zip(term.iter()).enumerate() {
+            // A row without meter or price type can never be a candidate (null never equals).
+            let (Some(m), Some(pt)) = (m, pt) else {
+                continue;
+            };
+            by_meter
+                .entry(m.to_ascii_lowercase())
+                .or_default()
+                .push(Price {
+                    ptype: pt.to_owned(),
+                    term: t.unwrap_or_default().to_ascii_uppercase(),
+                    tier: tier[i].unwrap_or(0),
+                    start: start[i],
+                    end: end[i],
+                    unit: unit[i],
+                    market: market[i],
+                });
+        }
+        Ok(Self { by_meter })
+    }
+
+    /// (distinct unit prices at the winning tier, its unit price, its market price): the sheet
+    /// rows of this meter, price type and term whose range holds `date` and whose tier minimum
+    /// `abs_qty` reaches; the highest such tier wins.
+    fn lookup(
+        &self,
+        meter_lower: &str,
+        ptype: &str,
+        term: &str,
+        date: Option<i32>,
+        abs_qty: Option<i128>,
+    ) -> (u32, Option<i128>, Option<i128>) {
+        let (Some(cands), Some(date), Some(q)) = (self.by_meter.get(meter_lower), date, abs_qty)
+        else {
+            return (0, None, None);
+        };
+        let ok = |p: &&Price| {
+            p.ptype == ptype
+                && p.term == term
+                && p.start.is_some_and(|s| s <= date)
+                && p.end.is_none_or(|e| e >= date)
+                && p.tier <= q
+        };
+        let Some(best) = cands.iter().filter(ok).map(|p| p.tier).max() else {
+            return (0, None, None);
+        };
+        let mut first: Option<&Price> = None;
+        let mut distinct: Vec<Option<i128>> = Vec::new();
+        for p in cands.iter().filter(ok).filter(|p| p.tier == best) {
+            first.get_or_insert(p);
+            if !distinct.contains(&p.unit) {
+                distinct.push(p.unit);
+            }
+        }
+        (
+            distinct.len() as u32,
+            first.and_then(|p| p.unit),
+            first.and_then(|p| p.market),
+        )
+    }
+}
+
 /// `usage` + `prices` (one billing profile and period) → `costs`.
 pub fn join(usage: &DataFrame, prices: &DataFrame) -> PolarsResult<DataFrame> {
+    join_indexed(usage, &PriceIndex::new(prices)?)
+}
+
+/// `usage` (any slice of one billing profile and period) priced by that group's [`PriceIndex`].
+pub fn join_indexed(usage: &DataFrame, index: &PriceIndex) -> PolarsResult<DataFrame> {
     let n = usage.height();
-    // Keys prepared row by row (string rules are clearer in Rust than as expressions).
-    let meter = strs(usage, "meter_id")?;
-    let pm = strs(usage, "pricing_model")?;
-    let rid = strs(usage, "reservation_id")?;
-    let term = strs(usage, "term")?;
+    let s = |name: &str| -> PolarsResult<StringChunked> { Ok(usage.column(name)?.str()?.clone()) };
+    let (meter, pm, rid, term, charge, publisher) = (
+        s("meter_id")?,
+        s("pricing_model")?,
+        s("reservation_id")?,
+        s("term")?,
+        s("charge_type")?,
+        s("publisher_type")?,
+    );
     let qty = decs(usage, "quantity")?;
-    let ptype: Vec<String> = (0..n)
-        .map(|i| price_type(pm[i].as_deref(), rid[i].as_deref()))
-        .collect();
-    let tkey: Vec<String> = term.iter().map(|t| term_key(t.as_deref())).collect();
-    let mkey: Vec<Option<String>> = meter
-        .iter()
-        .map(|m| m.as_ref().map(|s| s.to_ascii_lowercase()))
-        .collect();
-    let abs_qty: Vec<Option<i128>> = qty.iter().map(|q| q.map(i128::abs)).collect();
-    let keys = DataFrame::new(
-        n,
-        vec![
-            Column::new("_row".into(), (0..n as u32).collect::<Vec<u32>>()),
-            Column::new("_meter".into(), mkey),
-            Column::new("_ptype".into(), ptype),
-            Column::new("_term".into(), tkey),
-            usage.column("date")?.clone().with_name("_date".into()),
-            decimal_column("_abs_qty", abs_qty)?,
-        ],
-    )?;
-    let p_meter: Vec<Option<String>> = strs(prices, "meter_id")?
-        .into_iter()
-        .map(|m| m.map(|s| s.to_ascii_lowercase()))
-        .collect();
-    let p_term: Vec<String> = strs(prices, "term")?
-        .into_iter()
-        .map(|t| t.unwrap_or_default().to_ascii_uppercase())
-        .collect();
-    let p = DataFrame::new(
-        prices.height(),
-        vec![
-            Column::new("_meter".into(), p_meter),
-            prices
-                .column("price_type")?
-                .clone()
-                .with_name("_ptype".into()),
-            Column::new("_term".into(), p_term),
-            prices.column("tier_minimum_units")?.clone(),
-            prices.column("effective_start_date")?.clone(),
-            prices.column("effective_end_date")?.clone(),
-            prices.column("unit_price")?.clone(),
-            prices.column("market_price")?.clone(),
-        ],
-    )?;
-    let on = [col("_meter"), col("_ptype"), col("_term")];
-    let cand = keys
-        .lazy()
-        .join(p.lazy(), on.clone(), on, JoinArgs::new(JoinType::Inner))
-        .filter(
-            col("effective_start_date")
-                .lt_eq(col("_date"))
-                .and(
-                    col("effective_end_date")
-                        .is_null()
-                        .or(col("effective_end_date").gt_eq(col("_date"))),
-                )
-                .and(
-                    col("tier_minimum_units")
-                        .fill_null(lit(0))
-                        .lt_eq(col("_abs_qty")),
-                ),
-        )
-        .with_column(col("tier_minimum_units").fill_null(lit(0)).alias("_tier"));
-    let best = cand
-        .clone()
-        .group_by([col("_row")])
-        .agg([col("_tier").max().alias("_best")]);
-    let picked = cand
-        .join(
-            best,
-            [col("_row")],
-            [col("_row")],
-            JoinArgs::new(JoinType::Inner),
-        )
-        .filter(col("_tier").eq(col("_best")))
-        .group_by([col("_row")])
-        .agg([
-            col("unit_price").n_unique().alias("_prices"),
-            col("unit_price").first().alias("_unit"),
-            col("market_price").first().alias("_market"),
-        ])
-        .collect()?;
-    // Back to row order.
-    let mut n_prices = vec![0u32; n];
-    let mut unit = vec![None; n];
-    let mut market = vec![None; n];
-    let rows: Vec<Option<u32>> = picked.column("_row")?.u32()?.iter().collect();
-    let np: Vec<Option<u32>> = picked
-        .column("_prices")?
-        .cast(&DataType::UInt32)?
-        .u32()?
-        .iter()
-        .collect();
-    let up = decs(&picked, "_unit")?;
-    let mp = decs(&picked, "_market")?;
-    for (k, r) in rows.iter().enumerate() {
-        if let Some(r) = r {
-            let r = *r as usize;
-            n_prices[r] = np[k].unwrap_or(0);
-            unit[r] = up[k];
-            market[r] = mp[k];
-        }
-    }
-    let charge = strs(usage, "charge_type")?;
-    let publisher = strs(usage, "publisher_type")?;
     let fx = decs(usage, "exchange_rate")?;
+    let date: Vec<Option<i32>> = usage.column("date")?.date()?.physical().iter().collect();
     let mut status = Vec::with_capacity(n);
-    let mut reason = Vec::with_capacity(n);
+    let mut reason: Vec<Option<String>> = Vec::with_capacity(n);
     let (mut list_u, mut con_u, mut list_c, mut con_c) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for i in 0..n {
-        let (s, why): (&str, String) = if charge[i]
-            .as_deref()
-            .is_some_and(|c| !c.eq_ignore_ascii_case("Usage"))
-        {
-            (
-                PURCHASE_OR_REFUND,
-                format!(
-                    "charge type {} is priced per order, not by the price sheet",
-                    charge[i].as_deref().unwrap_or("")
-                ),
-            )
-        } else if publisher[i]
-            .as_deref()
-            .is_some_and(|p| p.eq_ignore_ascii_case("Marketplace"))
-            || meter[i].is_none()
-        {
-            (
-                MARKETPLACE,
-                "third-party charge: not on a Microsoft price sheet".into(),
-            )
-        } else if n_prices[i] == 0 {
-            (
-                NO_PRICE_ROW,
-                format!(
-                    "no {} price row for this meter, term and date",
-                    price_type(pm[i].as_deref(), rid[i].as_deref())
-                ),
-            )
-        } else if n_prices[i] > 1 {
-            (
-                AMBIGUOUS,
-                format!("{} different unit prices at the same tier", n_prices[i]),
-            )
-        } else {
-            (MATCHED, String::new())
-        };
-        // An ambiguous row gets no price: picking one of several would be a guess.
-        let priced = s == MATCHED;
-        let (lu, cu) = if priced {
-            (market[i], unit[i])
-        } else {
-            (None, None)
-        };
-        let consumption = price_type(pm[i].as_deref(), rid[i].as_deref()) == "Consumption";
+    let mut mkey = String::new();
+    let rows = meter
+        .iter()
+        .zip(pm.iter())
+        .zip(rid.iter())
+        .zip(term.iter())
+        .zip(charge.iter())
+        .zip(publisher.iter());
+    for (i, (((((meter, pm), rid), term), charge), publisher)) in rows.enumerate() {
+        let ptype = price_type(pm, rid);
+        let (s, why): (&str, Option<String>) =
+            if charge.is_some_and(|c| !c.eq_ignore_ascii_case("Usage")) {
+                (
+                    PURCHASE_OR_REFUND,
+                    Some(format!(
+                        "charge type {} is priced per order, not by the price sheet",
+                        charge.unwrap_or("")
+                    )),
+                )
+            } else if publisher.is_some_and(|p| p.eq_ignore_ascii_case("Marketplace"))
+                || meter.is_none()
+            {
+                (
+                    MARKETPLACE,
+                    Some("third-party charge: not on a Microsoft price sheet".into()),
+                )
+            } else {
+                mkey.clear();
+                mkey.extend(meter.unwrap_or("").chars().map(|c| c.to_ascii_lowercase()));
+                let (np, unit, market) = index.lookup(
+                    &mkey,
+                    &ptype,
+                    &term_key(term),
+                    date[i],
+                    qty[i].map(i128::abs),
+                );
+                if np == 0 {
+                    (
+                        NO_PRICE_ROW,
+                        Some(format!(
+                            "no {ptype} price row for this meter, term and date"
+                        )),
+                    )
+                } else if np > 1 {
+                    (
+                        AMBIGUOUS,
+                        Some(format!("{np} different unit prices at the same tier")),
+                    )
+                } else {
+                    // An ambiguous row gets no price: picking one of several would be a guess.
+                    list_u.push(market);
+                    con_u.push(unit);
+                    (MATCHED, None)
+                }
+            };
+        if s != MATCHED {
+            list_u.push(None);
+            con_u.push(None);
+        }
+        let consumption = ptype == "Consumption";
         let cost = |u: Option<i128>| -> Option<i128> {
-            if !(priced && consumption) {
+            if !(s == MATCHED && consumption) {
                 return None;
             }
+            let one = 1_000_000_000_000_000_000;
             from_dec(
-                to_dec(qty[i]?) * to_dec(u?) * to_dec(fx[i].unwrap_or(1_000_000_000_000_000_000)),
+                to_dec(qty[i]?)?
+                    .checked_mul(to_dec(u?)?)?
+                    .checked_mul(to_dec(fx[i].unwrap_or(one))?)?,
             )
         };
-        list_c.push(cost(lu));
-        con_c.push(cost(cu));
-        list_u.push(lu);
-        con_u.push(cu);
+        list_c.push(cost(list_u[i]));
+        con_c.push(cost(con_u[i]));
         status.push(s);
-        reason.push(if why.is_empty() { None } else { Some(why) });
+        reason.push(why);
     }
     let mut out = usage.clone();
     out.with_column(decimal_column("list_unit_price", list_u)?)?;
@@ -307,6 +320,34 @@ pub fn coverage(costs: &DataFrame) -> PolarsResult<DataFrame> {
             ["price_match", "meter_id"],
             SortMultipleOptions::default().with_nulls_last(true),
         )
+        .collect()
+}
+
+/// Coverage frames of several chunks of one group → the group's coverage, in a total order.
+pub fn merge_coverage(parts: Vec<DataFrame>) -> PolarsResult<DataFrame> {
+    let keys = [
+        "price_match",
+        "meter_id",
+        "meter_name",
+        "billing_currency",
+        "billing_period",
+        "billing_profile",
+    ];
+    let lazy: Vec<LazyFrame> = parts.into_iter().map(DataFrame::lazy).collect();
+    concat(lazy, UnionArgs::default())?
+        .group_by(keys.map(col))
+        .agg([col("rows").sum(), col("effective_cost").sum()])
+        .select([
+            col("billing_period"),
+            col("billing_profile"),
+            col("price_match"),
+            col("meter_id"),
+            col("meter_name"),
+            col("billing_currency"),
+            col("rows"),
+            col("effective_cost"),
+        ])
+        .sort(keys, SortMultipleOptions::default().with_nulls_last(true))
         .collect()
 }
 
@@ -481,7 +522,7 @@ dup,1.10,1.10,2026-09-01,2099-12-31,Consumption,,0
             decs(&out, c)
                 .unwrap()
                 .into_iter()
-                .map(|v| v.map(|v| to_dec(v).normalize().to_string()))
+                .map(|v| v.map(|v| to_dec(v).unwrap_or_default().normalize().to_string()))
                 .collect()
         };
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();

@@ -1,6 +1,9 @@
 //! Transform: landed data → typed frames, and only landed data (this module never touches the
 //! network and never imports `azure`'s client). Work is done one (billing period, billing profile)
-//! group at a time, so memory holds one group, not a month of everything.
+//! group at a time, and inside a group usage streams through in row-group-sized chunks: pages are
+//! decoded in parallel a chunk ahead, each chunk is priced and written straight into the staged
+//! `usage` and `costs` Parquet files. Memory holds the price index and about two chunks, whatever
+//! the size of the month.
 //!
 //! - [`usage`]: JSON pages / CSV blobs → the `usage` schema;
 //! - [`prices`]: price sheets (CSV or zip, any header order) → `prices`;
@@ -16,7 +19,9 @@ use crate::azure::models::{
 };
 use crate::extract::ledger::{Ledger, UnitState};
 use crate::extract::{ExtractState, UnitKind, WorkUnit, unzstd};
+use crate::load::{FileEntry, LoadError, Loader};
 use crate::storage::{StorageError, Store};
+use bytes::Bytes;
 use polars::prelude::*;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
@@ -39,6 +44,8 @@ pub enum TransformError {
     Decode(#[from] usage::DecodeError),
     #[error("transform {what}: {source}")]
     Polars { what: String, source: PolarsError },
+    #[error("transform: {0}")]
+    Stage(#[from] LoadError),
 }
 
 /// One frame bound for one partition of one dataset.
@@ -185,13 +192,18 @@ impl Transformer {
             .collect()
     }
 
-    /// Usage, prices, costs, coverage and reconciliation of one (period, profile).
+    /// Usage, prices, costs, coverage and reconciliation of one (period, profile). Usage streams
+    /// through in row-group-sized chunks (decoded in parallel, priced, written straight into the
+    /// staged `usage` and `costs` files); only the price index and one chunk are ever in memory.
+    /// `wants` names the datasets to write.
     pub async fn group(
         &self,
         period: &str,
         profile: &str,
         units: &[WorkUnit],
-    ) -> Result<Vec<Partition>, TransformError> {
+        loader: &Loader,
+        wants: &[&str],
+    ) -> Result<GroupOutput, TransformError> {
         let mut usage_files: Vec<(String, bool)> = Vec::new();
         let mut price_files = Vec::new();
         for u in units {
@@ -225,14 +237,6 @@ impl Transformer {
                 }
             }
         }
-        let mut usage_bytes = Vec::with_capacity(usage_files.len());
-        for (p, csv) in &usage_files {
-            usage_bytes.push((p.clone(), *csv, self.read(p).await?));
-        }
-        let mut price_bytes = Vec::new();
-        for p in &price_files {
-            price_bytes.push((p.clone(), self.read(p).await?));
-        }
         let invoices: Vec<Invoice> = self
             .invoices
             .iter()
@@ -244,74 +248,36 @@ impl Transformer {
             })
             .cloned()
             .collect();
-        let (period, profile) = (period.to_owned(), profile.to_owned());
-        let keys = self.keys(&period, &profile);
-        let customers = self.customers.clone();
+        let keys = self.keys(period, profile);
         let file = format!(
             "part-{}",
-            crate::ids::segment("billing profile", &profile).unwrap_or_default()
+            crate::ids::segment("billing profile", profile).unwrap_or_default()
         );
-        tokio::task::spawn_blocking(move || -> Result<Vec<Partition>, TransformError> {
-            let mut b = usage::Builder::new();
-            for (path, csv, bytes) in &usage_bytes {
-                if *csv {
-                    b.push_csv(path, bytes)?
-                } else {
-                    b.push_json_page(path, bytes)?
-                };
-            }
-            let sums = std::mem::take(&mut b.cost_by_invoice);
-            let mut usage = b.finish(&period, &profile).map_err(pl("usage frame"))?;
-            if !customers.is_empty() {
-                let keep: Vec<String> = customers.iter().map(|c| c.to_ascii_lowercase()).collect();
-                let names = usage
-                    .column("customer_name")
-                    .and_then(|c| c.str().cloned())
-                    .map_err(pl("customer filter"))?;
-                let mask: BooleanChunked = usage
-                    .column("customer_tenant_id")
-                    .and_then(|c| c.str().cloned())
-                    .map_err(pl("customer filter"))?
-                    .iter()
-                    .zip(names.iter())
-                    .map(|(t, n)| {
-                        Some(
-                            t.is_some_and(|t| keep.contains(&t.to_ascii_lowercase()))
-                                || n.is_some_and(|n| keep.contains(&n.to_ascii_lowercase())),
-                        )
-                    })
-                    .collect();
-                usage = usage.filter(&mask).map_err(pl("customer filter"))?;
-            }
-            let mut pb = prices::PriceBuilder::new();
-            for (path, bytes) in &price_bytes {
-                pb.push_file(path, bytes)?;
-            }
-            let prices = pb.finish(&period, &profile).map_err(pl("prices frame"))?;
-            let costs =
-                join::join(&usage, &prices).map_err(pl(format!("join {period} {profile}")))?;
-            let coverage = join::coverage(&costs).map_err(pl("price coverage"))?;
-            let recon = reconciliation(&period, &profile, &invoices, &sums)
-                .map_err(pl("reconciliation"))?;
-            let mk = |dataset, df| Partition {
-                dataset,
-                keys: keys.clone(),
-                file: file.clone(),
-                df,
-            };
-            Ok(vec![
-                mk("usage", usage),
-                mk("prices", prices),
-                mk("costs", costs),
-                mk("price_coverage", coverage),
-                mk("reconciliation", recon),
-            ])
-        })
-        .await
-        .map_err(|e| TransformError::Landed {
-            path: "worker".into(),
-            reason: e.to_string(),
-        })?
+        let job = GroupJob {
+            landing: self.landing.clone(),
+            period: period.to_owned(),
+            profile: profile.to_owned(),
+            keys,
+            file,
+            customers: self
+                .customers
+                .iter()
+                .map(|c| c.to_ascii_lowercase())
+                .collect(),
+            usage_files,
+            price_files,
+            invoices,
+            loader: loader.clone(),
+            wants: wants.iter().map(|w| w.to_string()).collect(),
+            rt: tokio::runtime::Handle::current(),
+        };
+        let (staged, small) = tokio::task::spawn_blocking(move || job.run())
+            .await
+            .map_err(|e| TransformError::Landed {
+                path: "worker".into(),
+                reason: e.to_string(),
+            })??;
+        Ok(GroupOutput { staged, small })
     }
 
     /// The hierarchy datasets (unpartitioned) and `invoices` (partitioned like usage).
@@ -740,4 +706,299 @@ fn reconciliation(
             Column::new("status".into(), status),
         ],
     )
+}
+
+/// What [`Transformer::group`] produced: the streamed files, already staged, and the small frames
+/// (prices, coverage, reconciliation) for the loader to stage.
+pub struct GroupOutput {
+    pub staged: Vec<FileEntry>,
+    pub small: Vec<Partition>,
+}
+
+/// Pages decoded per parallel batch.
+const PAGE_BATCH: usize = 16;
+
+/// One group's work, run on a blocking thread (reads go through the runtime handle).
+struct GroupJob {
+    landing: Store,
+    period: String,
+    profile: String,
+    keys: Vec<(String, String)>,
+    file: String,
+    customers: Vec<String>,
+    usage_files: Vec<(String, bool)>,
+    price_files: Vec<String>,
+    invoices: Vec<Invoice>,
+    loader: Loader,
+    wants: Vec<String>,
+    rt: tokio::runtime::Handle,
+}
+
+impl GroupJob {
+    fn read_all(&self, paths: &[&str]) -> Result<Vec<Bytes>, TransformError> {
+        self.rt.block_on(async {
+            futures::future::try_join_all(paths.iter().map(|p| async move {
+                self.landing
+                    .get(p)
+                    .await
+                    .map_err(|source| TransformError::Storage {
+                        path: (*p).to_owned(),
+                        source,
+                    })?
+                    .ok_or_else(|| TransformError::Landed {
+                        path: (*p).to_owned(),
+                        reason: "missing".into(),
+                    })
+            }))
+            .await
+        })
+    }
+
+    fn run(self) -> Result<(Vec<FileEntry>, Vec<Partition>), TransformError> {
+        let (period, profile) = (self.period.as_str(), self.profile.as_str());
+        let wants = |d: &str| self.wants.iter().any(|w| w == d);
+        let rg = self.loader.row_group_size.max(1);
+        let mut usage_w = if wants("usage") {
+            Some(
+                self.loader
+                    .writer("usage", self.keys.clone(), self.file.clone())?,
+            )
+        } else {
+            None
+        };
+        let mut costs_w = if wants("costs") {
+            Some(
+                self.loader
+                    .writer("costs", self.keys.clone(), self.file.clone())?,
+            )
+        } else {
+            None
+        };
+        let mut sums: BTreeMap<String, Decimal> = BTreeMap::new();
+        let mut coverage_parts: Vec<DataFrame> = Vec::new();
+        let mut written_any = false;
+        // Only the decoder's final chunk can be empty; it is written (as the schema) only when
+        // the group has no rows at all.
+        let mut flush =
+            |frames: Vec<DataFrame>, index: &join::PriceIndex| -> Result<(), TransformError> {
+                if frames.is_empty() && written_any {
+                    return Ok(());
+                }
+                let chunk = if frames.is_empty() {
+                    usage::Builder::new()
+                        .finish(period, profile)
+                        .map_err(pl("usage frame"))?
+                } else {
+                    let mut it = frames.into_iter();
+                    let mut df = it.next().unwrap_or_default();
+                    for f in it {
+                        df.vstack_mut_owned(f).map_err(pl("usage chunk"))?;
+                    }
+                    // One contiguous chunk: both writers and the join then read it without copies.
+                    df.rechunk_mut_par();
+                    df
+                };
+                let chunk = self.keep_customers(chunk)?;
+                let costs = join::join_indexed(&chunk, index)
+                    .map_err(pl(format!("join {period} {profile}")))?;
+                // The Parquet writer compresses on the calling thread: the two files (and the coverage)
+                // are written side by side.
+                let (u, (c, cov)) = rayon::join(
+                    || usage_w.as_mut().map_or(Ok(()), |w| w.write(&chunk)),
+                    || {
+                        rayon::join(
+                            || costs_w.as_mut().map_or(Ok(()), |w| w.write(&costs)),
+                            || join::coverage(&costs),
+                        )
+                    },
+                );
+                u.map_err(pl("write usage"))?;
+                c.map_err(pl("write costs"))?;
+                coverage_parts.push(cov.map_err(pl("price coverage"))?);
+                written_any = true;
+                Ok(())
+            };
+        // Decoding runs one chunk ahead of pricing and writing, on its own thread, so the serial
+        // parts of each side overlap the parallel parts of the other.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<DataFrame>, TransformError>>(1);
+        let this = &self;
+        let prices = std::thread::scope(|scope| -> Result<DataFrame, TransformError> {
+            // The price sheet is read while the first chunk decodes.
+            let pricing = scope.spawn(move || -> Result<_, TransformError> {
+                let mut pb = prices::PriceBuilder::new();
+                let price_paths: Vec<&str> = this.price_files.iter().map(String::as_str).collect();
+                for (path, bytes) in price_paths.iter().zip(this.read_all(&price_paths)?) {
+                    pb.push_file(path, &landed_bytes(path, &bytes)?)?;
+                }
+                let prices = pb.finish(period, profile).map_err(pl("prices frame"))?;
+                let index = join::PriceIndex::new(&prices).map_err(pl("price index"))?;
+                Ok((prices, index))
+            });
+            let decoder = scope.spawn(move || -> BTreeMap<String, Decimal> {
+                let mut sums: BTreeMap<String, Decimal> = BTreeMap::new();
+                let mut pending: Vec<DataFrame> = Vec::new();
+                let mut pending_rows = 0usize;
+                let paths: Vec<(&str, bool)> = this
+                    .usage_files
+                    .iter()
+                    .map(|(p, c)| (p.as_str(), *c))
+                    .collect();
+                for batch in paths.chunks(PAGE_BATCH) {
+                    match this.decode_batch(batch) {
+                        Ok(frames) => {
+                            for (df, s) in frames {
+                                for (inv, v) in s {
+                                    *sums.entry(inv).or_default() += v;
+                                }
+                                pending_rows += df.height();
+                                pending.push(df);
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return sums;
+                        }
+                    }
+                    while pending_rows >= rg {
+                        // Exactly `rg` rows per chunk, so the files do not depend on batching.
+                        let mut take = Vec::new();
+                        let mut n = 0;
+                        while n < rg {
+                            let df = pending.remove(0);
+                            if n + df.height() <= rg {
+                                n += df.height();
+                                take.push(df);
+                            } else {
+                                let k = rg - n;
+                                take.push(df.slice(0, k));
+                                pending.insert(0, df.slice(k as i64, df.height() - k));
+                                n = rg;
+                            }
+                        }
+                        pending_rows -= rg;
+                        if tx.send(Ok(take)).is_err() {
+                            return sums;
+                        }
+                    }
+                }
+                let _ = tx.send(Ok(std::mem::take(&mut pending)));
+                sums
+            });
+            let panicked = |what: &str| TransformError::Landed {
+                path: what.into(),
+                reason: "the thread panicked".into(),
+            };
+            let priced = pricing.join().map_err(|_| panicked("price sheet"));
+            let mut result = Ok(());
+            match priced {
+                Ok(Ok((prices, index))) => {
+                    for chunk in rx.iter() {
+                        if let Err(e) = chunk.and_then(|frames| flush(frames, &index)) {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                    drop(rx);
+                    sums = decoder.join().map_err(|_| panicked("decoder"))?;
+                    result.map(|()| prices)
+                }
+                Ok(Err(e)) | Err(e) => {
+                    drop(rx);
+                    let _ = decoder.join();
+                    Err(e)
+                }
+            }
+        })?;
+        let mut staged = Vec::new();
+        for w in [usage_w, costs_w].into_iter().flatten() {
+            staged.push(self.rt.block_on(self.loader.stage_written(w))?);
+        }
+        let coverage = join::merge_coverage(coverage_parts).map_err(pl("price coverage"))?;
+        let recon =
+            reconciliation(period, profile, &self.invoices, &sums).map_err(pl("reconciliation"))?;
+        let mk = |dataset, df| Partition {
+            dataset,
+            keys: self.keys.clone(),
+            file: self.file.clone(),
+            df,
+        };
+        Ok((
+            staged,
+            vec![
+                mk("prices", prices),
+                mk("price_coverage", coverage),
+                mk("reconciliation", recon),
+            ],
+        ))
+    }
+
+    /// A batch of landed usage files, decoded in parallel: one frame (and invoice sums) per file.
+    #[allow(clippy::type_complexity)]
+    fn decode_batch(
+        &self,
+        batch: &[(&str, bool)],
+    ) -> Result<Vec<(DataFrame, BTreeMap<String, Decimal>)>, TransformError> {
+        use rayon::prelude::*;
+        let (period, profile) = (self.period.as_str(), self.profile.as_str());
+        let names: Vec<&str> = batch.iter().map(|(p, _)| *p).collect();
+        let raw = self.read_all(&names)?;
+        batch
+            .par_iter()
+            .zip(raw.par_iter())
+            .map(|((path, csv), bytes)| {
+                let body = landed_bytes(path, bytes)?;
+                let mut b = usage::Builder::with_capacity(1024);
+                if *csv {
+                    b.push_csv(path, &body)?;
+                } else {
+                    b.push_json_page(path, &body)?;
+                }
+                let sums = std::mem::take(&mut b.cost_by_invoice);
+                Ok((b.finish(period, profile).map_err(pl("usage frame"))?, sums))
+            })
+            .collect()
+    }
+
+    /// Only the pipeline's customers (tenant id or name, case-insensitive), when it names any.
+    fn keep_customers(&self, usage: DataFrame) -> Result<DataFrame, TransformError> {
+        if self.customers.is_empty() {
+            return Ok(usage);
+        }
+        let keep = &self.customers;
+        let names = usage
+            .column("customer_name")
+            .and_then(|c| c.str().cloned())
+            .map_err(pl("customer filter"))?;
+        let mask: BooleanChunked = usage
+            .column("customer_tenant_id")
+            .and_then(|c| c.str().cloned())
+            .map_err(pl("customer filter"))?
+            .iter()
+            .zip(names.iter())
+            .map(|(t, n)| {
+                Some(
+                    t.is_some_and(|t| keep.contains(&t.to_ascii_lowercase()))
+                        || n.is_some_and(|n| keep.contains(&n.to_ascii_lowercase())),
+                )
+            })
+            .collect();
+        usage.filter(&mask).map_err(pl("customer filter"))
+    }
+}
+
+/// A landed file's bytes, zstd-decoded when its name ends in `.zst`.
+fn landed_bytes<'a>(
+    path: &str,
+    b: &'a Bytes,
+) -> Result<std::borrow::Cow<'a, [u8]>, TransformError> {
+    if path.ends_with(".zst") {
+        unzstd(b)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|e| TransformError::Landed {
+                path: path.into(),
+                reason: format!("truncated or corrupt zstd: {e}"),
+            })
+    } else {
+        Ok(std::borrow::Cow::Borrowed(&b[..]))
+    }
 }

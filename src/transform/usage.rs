@@ -5,8 +5,6 @@
 
 use polars::prelude::*;
 use rust_decimal::Decimal;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
@@ -241,15 +239,25 @@ pub const USAGE_COLUMNS: &[(&str, &str, &str, Kind)] = &[
 ];
 
 enum Col {
-    Str(Vec<Option<String>>),
+    Str(StringChunkedBuilder),
     Dec(Vec<Option<i128>>),
     Date(Vec<Option<i32>>),
     Bool(Vec<Option<bool>>),
 }
 
+/// The tags of every row as (key, value) pairs: the `tags_map` column, built as it is decoded.
+struct Tags {
+    /// Row i's pairs are `keys[offsets[i]..offsets[i + 1]]`.
+    offsets: Vec<i64>,
+    valid: Vec<bool>,
+    keys: StringChunkedBuilder,
+    values: StringChunkedBuilder,
+}
+
 /// Accumulates rows, column by column.
 pub struct Builder {
     cols: Vec<Col>,
+    tags: Tags,
     rows: usize,
     /// Σ cost_in_billing_currency per invoice id (for reconciliation), exact.
     pub cost_by_invoice: BTreeMap<String, Decimal>,
@@ -268,7 +276,11 @@ fn epoch() -> chrono::NaiveDate {
 
 /// Text → decimal at scale 18 (rounded half away from zero beyond 18 places, far below a cent).
 pub fn dec18(text: &str) -> Result<i128, String> {
-    let d = crate::azure::models::loose::parse_decimal(text.trim())
+    let text = text.trim();
+    if let Some(v) = dec18_plain(text.as_bytes()) {
+        return Ok(v);
+    }
+    let d = crate::azure::models::loose::parse_decimal(text)
         .map_err(|e| format!("`{text}` is not a decimal ({e})"))?;
     let mut d = d.round_dp_with_strategy(
         SCALE as u32,
@@ -281,16 +293,156 @@ pub fn dec18(text: &str) -> Result<i128, String> {
     Ok(d.mantissa())
 }
 
+/// The common case without `rust_decimal`: `-?digits(.digits)?` with at most 10 integer and 18
+/// fractional digits (so the value also fits `rust_decimal`'s 96-bit mantissa at scale 18), scaled
+/// to 18 places exactly. Anything else (exponents, `+`, more digits) is `None` and takes the
+/// general path, which gives the same value where both apply.
+fn dec18_plain(b: &[u8]) -> Option<i128> {
+    let (neg, b) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        _ => (false, b),
+    };
+    let (int, frac) = match b.iter().position(|&c| c == b'.') {
+        Some(p) => (&b[..p], &b[p + 1..]),
+        None => (b, &b[..0]),
+    };
+    if int.is_empty()
+        || int.len() > 10
+        || frac.len() > 18
+        || (frac.is_empty() && b.len() != int.len())
+    {
+        return None;
+    }
+    let mut v: i128 = 0;
+    for &c in int.iter().chain(frac) {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + i128::from(c - b'0');
+    }
+    v *= 10i128.pow((SCALE - frac.len()) as u32);
+    Some(if neg { -v } else { v })
+}
+
 pub fn date_days(text: &str) -> Result<i32, String> {
-    let d = crate::azure::models::loose::parse_datetime(text.trim())
+    let text = text.trim();
+    if let Some(d) = date_days_utc(text.as_bytes()) {
+        return Ok(d);
+    }
+    let d = crate::azure::models::loose::parse_datetime(text)
         .ok_or_else(|| format!("`{text}` is not a date"))?;
     Ok((d.date_naive() - epoch()).num_days() as i32)
 }
 
-fn canonical_json(text: &str) -> Result<String, String> {
-    let v: BTreeMap<String, serde_json::Value> =
-        serde_json::from_str(text).map_err(|e| format!("tags are not a JSON object: {e}"))?;
-    serde_json::to_string(&v).map_err(|e| e.to_string())
+/// `YYYY-MM-DD`, alone or followed by `THH:MM:SS`, a fraction and `Z` or nothing (UTC): the date's
+/// days since 1970-01-01 without chrono. Offsets and other shapes are `None` (the general path).
+fn date_days_utc(b: &[u8]) -> Option<i32> {
+    let num = |r: &[u8]| -> Option<i64> {
+        r.iter().try_fold(0i64, |a, &c| {
+            c.is_ascii_digit().then(|| a * 10 + i64::from(c - b'0'))
+        })
+    };
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    if b.len() > 10 {
+        let t = &b[10..];
+        if t.len() < 9 || t[0] != b'T' || t[3] != b':' || t[6] != b':' {
+            return None;
+        }
+        if num(&t[1..3])? > 23 || num(&t[4..6])? > 59 || num(&t[7..9])? > 59 {
+            return None;
+        }
+        let mut rest = &t[9..];
+        if let Some(f) = rest.strip_prefix(b".") {
+            let n = f.iter().take_while(|c| c.is_ascii_digit()).count();
+            if n == 0 || n > 9 {
+                return None;
+            }
+            rest = &f[n..];
+        }
+        if !(rest.is_empty() || rest == b"Z") {
+            return None;
+        }
+    }
+    let (y, m, d) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days_in = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&m) || d < 1 || d > days_in[(m - 1) as usize] {
+        return None;
+    }
+    // Days from civil (H. Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    i32::try_from(era * 146_097 + doe - 719_468).ok()
+}
+
+/// A JSON value's text: strings unescaped (borrowed when they hold no escape), anything else as
+/// written (numbers keep every digit).
+fn json_text<'a>(raw: &'a str) -> Result<Cow<'a, str>, String> {
+    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Ok(Cow::Borrowed(inner)),
+        Some(_) => sonic_rs::from_str::<String>(raw)
+            .map(Cow::Owned)
+            .map_err(|e| format!("bad string: {e}")),
+        None => Ok(Cow::Borrowed(raw)),
+    }
+}
+
+/// Tags (a JSON object) → canonical JSON text (keys sorted, the last of a repeated key wins) and the
+/// (key, value) pairs, values as text (strings unescaped, other values as canonical JSON).
+fn tags_of(text: &str) -> Result<(String, Vec<(String, String)>), String> {
+    let bad = |e: &dyn std::fmt::Display| format!("tags are not a JSON object: {e}");
+    let mut pairs: BTreeMap<String, (String, Option<serde_json::Value>)> = BTreeMap::new();
+    if !text.trim_start().starts_with('{') {
+        return Err(bad(&"not an object"));
+    }
+    for kv in sonic_rs::to_object_iter(text) {
+        let (k, v) = kv.map_err(|e| bad(&e))?;
+        let raw = v.as_raw_str();
+        let entry = if raw.starts_with('"') {
+            (json_text(raw)?.into_owned(), None)
+        } else {
+            let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| bad(&e))?;
+            (value.to_string(), Some(value))
+        };
+        pairs.insert(k.into_owned(), entry);
+    }
+    let mut canonical = String::with_capacity(text.len());
+    canonical.push('{');
+    for (i, (k, (s, v))) in pairs.iter().enumerate() {
+        if i > 0 {
+            canonical.push(',');
+        }
+        canonical.push_str(&serde_json::to_string(k).map_err(|e| bad(&e))?);
+        canonical.push(':');
+        match v {
+            Some(_) => canonical.push_str(s),
+            None => canonical.push_str(&serde_json::to_string(s).map_err(|e| bad(&e))?),
+        }
+    }
+    canonical.push('}');
+    Ok((
+        canonical,
+        pairs.into_iter().map(|(k, (s, _))| (k, s)).collect(),
+    ))
 }
 
 impl Default for Builder {
@@ -299,19 +451,46 @@ impl Default for Builder {
     }
 }
 
+/// Usage columns by JSON property name.
+fn json_index() -> &'static PlHashMap<&'static str, usize> {
+    static INDEX: std::sync::OnceLock<PlHashMap<&'static str, usize>> = std::sync::OnceLock::new();
+    INDEX.get_or_init(|| {
+        USAGE_COLUMNS
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.3 != Kind::Json)
+            .map(|(i, c)| (c.1, i))
+            .collect()
+    })
+}
+
+const N_COLS: usize = USAGE_COLUMNS.len();
+
 impl Builder {
     pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    pub fn with_capacity(rows: usize) -> Self {
         let cols = USAGE_COLUMNS
             .iter()
-            .map(|(_, _, _, k)| match k {
-                Kind::Str | Kind::Json => Col::Str(Vec::new()),
-                Kind::Dec => Col::Dec(Vec::new()),
-                Kind::Date => Col::Date(Vec::new()),
-                Kind::Bool => Col::Bool(Vec::new()),
+            .map(|(name, _, _, k)| match k {
+                Kind::Str | Kind::Json => Col::Str(StringChunkedBuilder::new((*name).into(), rows)),
+                Kind::Dec => Col::Dec(Vec::with_capacity(rows)),
+                Kind::Date => Col::Date(Vec::with_capacity(rows)),
+                Kind::Bool => Col::Bool(Vec::with_capacity(rows)),
             })
             .collect();
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
         Self {
             cols,
+            tags: Tags {
+                offsets,
+                valid: Vec::with_capacity(rows),
+                keys: StringChunkedBuilder::new("key".into(), rows),
+                values: StringChunkedBuilder::new("value".into(), rows),
+            },
             rows: 0,
             cost_by_invoice: BTreeMap::new(),
         }
@@ -321,22 +500,45 @@ impl Builder {
         self.rows
     }
 
-    /// One row; `get(i)` returns column i's text (already unescaped), `None` when absent.
-    fn push<'r>(&mut self, get: impl Fn(usize) -> Option<Cow<'r, str>>) -> Result<(), String> {
+    /// One row; `get(i)` returns column i's text (already unescaped), `None` when absent. A row
+    /// that fails leaves the builder unusable (the caller drops it with the error).
+    fn push<'r>(
+        &mut self,
+        get: impl Fn(usize) -> Result<Option<Cow<'r, str>>, String>,
+    ) -> Result<(), String> {
         let mut cost = None;
-        let mut invoice = None;
+        let mut invoice: Option<Cow<'r, str>> = None;
         for (i, (name, _, _, kind)) in USAGE_COLUMNS.iter().enumerate() {
-            let v = get(i);
-            let v = v
+            let err = |e: String| format!("{name}: {e}");
+            let raw = get(i).map_err(err)?;
+            if *name == "invoice_id" {
+                invoice = raw.clone();
+            }
+            let v = raw
                 .as_deref()
                 .map(str::trim)
                 .filter(|s| !s.is_empty() && *s != "null");
-            let err = |e: String| format!("{name}: {e}");
             match (&mut self.cols[i], kind) {
-                (Col::Str(c), Kind::Json) => {
-                    c.push(v.map(canonical_json).transpose().map_err(err)?)
-                }
-                (Col::Str(c), _) => c.push(v.map(str::to_owned)),
+                (Col::Str(c), Kind::Json) => match v {
+                    Some(t) => {
+                        let (canonical, pairs) = tags_of(t).map_err(err)?;
+                        c.append_value(&canonical);
+                        for (k, v) in &pairs {
+                            self.tags.keys.append_value(k);
+                            self.tags.values.append_value(v);
+                        }
+                        let last = self.tags.offsets.last().copied().unwrap_or(0);
+                        self.tags.offsets.push(last + pairs.len() as i64);
+                        self.tags.valid.push(true);
+                    }
+                    None => {
+                        c.append_null();
+                        let last = self.tags.offsets.last().copied().unwrap_or(0);
+                        self.tags.offsets.push(last);
+                        self.tags.valid.push(false);
+                    }
+                },
+                (Col::Str(c), _) => c.append_option(v),
                 (Col::Dec(c), _) => {
                     let x = v.map(dec18).transpose().map_err(err)?;
                     if *name == "cost_in_billing_currency" {
@@ -347,32 +549,31 @@ impl Builder {
                 (Col::Date(c), _) => c.push(v.map(date_days).transpose().map_err(err)?),
                 (Col::Bool(c), _) => c.push(v.map(|s| s.eq_ignore_ascii_case("true") || s == "1")),
             }
-            if *name == "invoice_id" {
-                invoice = v.map(str::to_owned);
+            if *name == "cost_in_billing_currency"
+                && let Some(c) = cost
+                && let Some(inv) = invoice
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty() && *s != "null")
+            {
+                match self.cost_by_invoice.get_mut(inv) {
+                    Some(sum) => *sum += Decimal::from_i128_with_scale(c, SCALE as u32),
+                    None => {
+                        self.cost_by_invoice.insert(
+                            inv.to_owned(),
+                            Decimal::from_i128_with_scale(c, SCALE as u32),
+                        );
+                    }
+                }
             }
-        }
-        if let (Some(inv), Some(c)) = (invoice, cost) {
-            *self.cost_by_invoice.entry(inv).or_default() +=
-                Decimal::from_i128_with_scale(c, SCALE as u32);
         }
         self.rows += 1;
         Ok(())
     }
 
-    /// Every row of a `usageDetails` JSON page.
+    /// Every row of a `usageDetails` JSON page, decoded in one pass straight into the columns
+    /// (sonic-rs; each property's raw text is taken as it stands, so numbers keep every digit).
     pub fn push_json_page(&mut self, what: &str, body: &[u8]) -> Result<usize, DecodeError> {
-        #[derive(Deserialize)]
-        struct Page<'a> {
-            #[serde(borrow, default)]
-            value: Vec<Row<'a>>,
-        }
-        #[derive(Deserialize)]
-        struct Row<'a> {
-            #[serde(borrow, default)]
-            tags: Option<&'a RawValue>,
-            #[serde(borrow, default)]
-            properties: HashMap<Cow<'a, str>, &'a RawValue>,
-        }
         let bad = |reason: String| DecodeError {
             what: what.to_owned(),
             reason,
@@ -380,28 +581,25 @@ impl Builder {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(0);
         }
-        let page: Page =
-            serde_json::from_slice(body).map_err(|e| bad(format!("not a usage page: {e}")))?;
-        let n = page.value.len();
-        for (k, row) in page.value.into_iter().enumerate() {
-            let get = |i: usize| -> Option<Cow<'_, str>> {
-                let key = USAGE_COLUMNS[i].1;
-                let raw = if key == "\u{0}tags" {
-                    row.tags?
+        // sonic-rs trusts its input to be UTF-8 (it only debug-asserts): check first, at GB/s.
+        let body = std::str::from_utf8(body).map_err(|e| bad(format!("not UTF-8: {e}")))?;
+        let mut rows = 0usize;
+        let mut de = sonic_rs::Deserializer::from_str(body);
+        let seed = page::PageSeed {
+            b: self,
+            rows: &mut rows,
+        };
+        serde::de::DeserializeSeed::deserialize(seed, &mut de)
+            .and_then(|()| de.end())
+            .map_err(|e| {
+                let e = e.to_string();
+                if e.starts_with("row ") {
+                    bad(e.split(" at line ").next().unwrap_or(&e).to_owned())
                 } else {
-                    *row.properties.get(key)?
-                };
-                let t = raw.get();
-                if t.starts_with('"') {
-                    serde_json::from_str::<Cow<str>>(t).ok()
-                } else {
-                    Some(Cow::Borrowed(t))
+                    bad(format!("not a usage page: {e}"))
                 }
-            };
-            self.push(get)
-                .map_err(|r| bad(format!("row {}: {r}", k + 1)))?;
-        }
-        Ok(n)
+            })?;
+        Ok(rows)
     }
 
     /// Every row of a Cost Details CSV blob (BOM or not, any column order, header names matched
@@ -427,7 +625,7 @@ impl Builder {
         let mut n = 0;
         for (k, rec) in rd.records().enumerate() {
             let rec = rec.map_err(|e| bad(format!("line {}: {e}", k + 2)))?;
-            self.push(|i| pos[i].and_then(|p| rec.get(p)).map(Cow::Borrowed))
+            self.push(|i| Ok(pos[i].and_then(|p| rec.get(p)).map(Cow::Borrowed)))
                 .map_err(|r| bad(format!("line {}: {r}", k + 2)))?;
             n += 1;
         }
@@ -435,70 +633,61 @@ impl Builder {
     }
 
     /// The frame, with the partition columns first and `tags_map` (the tags as a map:
-    /// `list<struct<key, value>>`, how Parquet readers see a map) last.
+    /// `list<struct<key, value>>`, how Parquet readers see a map; `{}` is an empty list, no tags
+    /// null) last.
     pub fn finish(self, billing_period: &str, billing_profile: &str) -> PolarsResult<DataFrame> {
         let h = self.rows;
         let mut columns: Vec<Column> = vec![
-            Column::new("billing_period".into(), vec![billing_period; h]),
-            Column::new("billing_profile".into(), vec![billing_profile; h]),
+            Column::new_scalar(
+                "billing_period".into(),
+                Scalar::from(PlSmallStr::from(billing_period)),
+                h,
+            ),
+            Column::new_scalar(
+                "billing_profile".into(),
+                Scalar::from(PlSmallStr::from(billing_profile)),
+                h,
+            ),
         ];
         for ((name, ..), col) in USAGE_COLUMNS.iter().zip(self.cols) {
             columns.push(into_column(name, col)?);
         }
-        let mut df = DataFrame::new(h, columns)?;
-        let map = tags_map(df.column("tags")?.str()?)?;
-        df.with_column(map)?;
-        Ok(df)
+        columns.push(tags_column(self.tags)?);
+        DataFrame::new(h, columns)
     }
 }
 
-/// Canonical tags JSON → `list<struct<key: str, value: str>>` (null where a row has no tags).
-fn tags_map(tags: &StringChunked) -> PolarsResult<Column> {
-    let n = tags.len();
-    let (mut row, mut key, mut value) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, t) in tags.iter().enumerate() {
-        let Some(t) = t else { continue };
-        let m: BTreeMap<String, serde_json::Value> =
-            serde_json::from_str(t).map_err(|e| polars_err!(ComputeError: "tags: {e}"))?;
-        for (k, v) in m {
-            row.push(i as u32);
-            key.push(k);
-            value.push(match v {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            });
-        }
-    }
-    let pairs = DataFrame::new(
-        row.len(),
-        vec![
-            Column::new("_row".into(), row),
-            Column::new("key".into(), key),
-            Column::new("value".into(), value),
-        ],
-    )?;
-    let maps = pairs
-        .lazy()
-        .group_by_stable([col("_row")])
-        .agg([as_struct(vec![col("key"), col("value")]).alias("tags_map")]);
-    let rows = DataFrame::new(
-        n,
-        vec![Column::new(
-            "_row".into(),
-            (0..n as u32).collect::<Vec<u32>>(),
-        )],
-    )?;
-    let joined = rows
-        .lazy()
-        .join(
-            maps,
-            [col("_row")],
-            [col("_row")],
-            JoinArgs::new(JoinType::Left),
-        )
-        .sort(["_row"], SortMultipleOptions::default())
-        .collect()?;
-    Ok(joined.column("tags_map")?.clone())
+/// The (key, value) pairs gathered while decoding → `list<struct<key: str, value: str>>`.
+fn tags_column(t: Tags) -> PolarsResult<Column> {
+    use polars_arrow::array::ListArray;
+    use polars_arrow::bitmap::Bitmap;
+    use polars_arrow::datatypes::Field as ArrowField;
+    use polars_arrow::offset::{Offsets, OffsetsBuffer};
+    let keys = t.keys.finish().into_series();
+    let values = t.values.finish().into_series();
+    let pairs = StructChunked::from_series("item".into(), keys.len(), [keys, values].iter())?
+        .rechunk()
+        .into_owned();
+    let item = pairs
+        .chunks()
+        .first()
+        .cloned()
+        .ok_or_else(|| polars_err!(ComputeError: "tags: no struct chunk"))?;
+    let dtype = ArrowDataType::LargeList(Box::new(ArrowField::new(
+        "item".into(),
+        item.dtype().clone(),
+        true,
+    )));
+    let offsets: OffsetsBuffer<i64> = Offsets::try_from(t.offsets)?.into();
+    let validity = t
+        .valid
+        .iter()
+        .any(|v| !v)
+        .then(|| Bitmap::from_iter(t.valid.iter().copied()));
+    let list = ListArray::<i64>::try_new(dtype, offsets, item, validity)?;
+    Ok(ListChunked::with_chunk("tags_map".into(), list)
+        .into_series()
+        .into_column())
 }
 
 /// Columns of a CSV header by lower-cased name.
@@ -531,7 +720,7 @@ pub fn csv_with_header<'b>(
 
 fn into_column(name: &str, col: Col) -> PolarsResult<Column> {
     Ok(match col {
-        Col::Str(v) => Column::new(name.into(), v),
+        Col::Str(b) => b.finish().with_name(name.into()).into_column(),
         Col::Dec(v) => decimal_column(name, v)?,
         Col::Date(v) => Int32Chunked::from_iter_options(name.into(), v.into_iter())
             .into_date()
@@ -661,6 +850,92 @@ mod fuzz {
 }
 
 #[cfg(test)]
+mod fast_paths {
+    //! The fast decimal and date parsers agree with the general ones wherever they answer.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn slow_dec(t: &str) -> Option<i128> {
+        let d = crate::azure::models::loose::parse_decimal(t).ok()?;
+        let mut d = d.round_dp_with_strategy(
+            SCALE as u32,
+            rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+        );
+        d.rescale(SCALE as u32);
+        (d.scale() == SCALE as u32).then(|| d.mantissa())
+    }
+
+    fn slow_date(t: &str) -> Option<i32> {
+        let d = crate::azure::models::loose::parse_datetime(t)?;
+        Some((d.date_naive() - epoch()).num_days() as i32)
+    }
+
+    #[test]
+    fn known_values() {
+        for t in [
+            "0",
+            "-0.0",
+            "11.59545212584",
+            "0.123456789012345678",
+            "-150",
+            "007.50",
+        ] {
+            assert_eq!(dec18_plain(t.as_bytes()), slow_dec(t), "{t}");
+        }
+        for t in ["1e-7", "+1", "1.", "1.2.3", "", "-", ".5", "12345678901"] {
+            assert_eq!(
+                dec18_plain(t.as_bytes()),
+                None,
+                "{t} takes the general path"
+            );
+        }
+        for t in [
+            "2026-10-22T00:00:00.0000000Z",
+            "2026-10-22",
+            "2024-02-29T23:59:59Z",
+            "1970-01-01T00:00:00",
+            "1969-12-31T12:00:00.5Z",
+            "2099-12-31T23:59:59Z",
+        ] {
+            assert_eq!(date_days_utc(t.as_bytes()), slow_date(t), "{t}");
+        }
+        for t in [
+            "2026-10-22T20:00:00-08:00",
+            "2026-02-30",
+            "10/22/2026",
+            "2026-10-22T24:00:00Z",
+        ] {
+            assert_eq!(
+                date_days_utc(t.as_bytes()),
+                None,
+                "{t} takes the general path"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+        #[test]
+        fn decimals_agree(int in 0u64..10_000_000_000, frac in "[0-9]{0,18}", neg in any::<bool>(), dot in any::<bool>()) {
+            let t = format!("{}{int}{}{frac}", if neg { "-" } else { "" }, if dot || !frac.is_empty() { "." } else { "" });
+            if let Some(v) = dec18_plain(t.as_bytes()) {
+                prop_assert_eq!(Some(v), slow_dec(&t), "{}", t);
+            }
+        }
+
+        #[test]
+        fn dates_agree(y in 1900i32..2200, m in 1u32..13, d in 1u32..32, h in 0u32..24, frac in "(\\.[0-9]{1,7})?", z in any::<bool>()) {
+            let t = format!("{y:04}-{m:02}-{d:02}T{h:02}:30:00{frac}{}", if z { "Z" } else { "" });
+            if let Some(v) = date_days_utc(t.as_bytes()) {
+                prop_assert_eq!(Some(v), slow_date(&t), "{}", t);
+            } else {
+                prop_assert!(chrono::NaiveDate::from_ymd_opt(y, m, d).is_none(), "{} is a real date and must take the fast path", t);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod huge {
     use super::*;
 
@@ -692,5 +967,178 @@ mod huge {
                 .get(0)
                 .is_some_and(|t| t.len() > 1 << 20)
         );
+    }
+}
+
+mod page {
+    //! The page grammar as serde seeds: `{"value": [ {"tags": {...}, "properties": {...}}, … ]}`,
+    //! every row pushed into the [`Builder`] as soon as its closing brace is read.
+    use super::{Builder, Kind, N_COLS, USAGE_COLUMNS, json_index, json_text};
+    use serde::de::{
+        self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+    };
+    use sonic_rs::LazyValue;
+    use std::borrow::Cow;
+    use std::fmt;
+
+    /// A key, borrowed from the page when it holds no escape.
+    struct Key<'de>(Cow<'de, str>);
+
+    impl<'de> de::Deserialize<'de> for Key<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Key<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Borrowed(v)))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Owned(v.to_owned())))
+                }
+                fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Owned(v)))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    pub(super) struct PageSeed<'b> {
+        pub b: &'b mut Builder,
+        pub rows: &'b mut usize,
+    }
+
+    impl<'de> DeserializeSeed<'de> for PageSeed<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for PageSeed<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a usage page object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(Key(k)) = map.next_key()? {
+                if k == "value" {
+                    map.next_value_seed(Rows {
+                        b: &mut *self.b,
+                        rows: &mut *self.rows,
+                    })?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    struct Rows<'b> {
+        b: &'b mut Builder,
+        rows: &'b mut usize,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Rows<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Rows<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an array of usage rows")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            loop {
+                let n = *self.rows + 1;
+                if seq.next_element_seed(Row { b: &mut *self.b, n })?.is_none() {
+                    return Ok(());
+                }
+                *self.rows = n;
+            }
+        }
+    }
+
+    struct Row<'b> {
+        b: &'b mut Builder,
+        /// 1-based, for errors.
+        n: usize,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Row<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Row<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a usage row object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut vals: [Option<LazyValue<'de>>; N_COLS] = std::array::from_fn(|_| None);
+            let tags = USAGE_COLUMNS
+                .iter()
+                .position(|c| c.3 == Kind::Json)
+                .unwrap_or(N_COLS);
+            while let Some(Key(k)) = map.next_key()? {
+                match k.as_ref() {
+                    "properties" => map.next_value_seed(Props { vals: &mut vals })?,
+                    "tags" if tags < N_COLS => vals[tags] = Some(map.next_value()?),
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            let n = self.n;
+            self.b
+                .push(|i| match &vals[i] {
+                    Some(v) => json_text(v.as_raw_str()).map(Some),
+                    None => Ok(None),
+                })
+                .map_err(|e| de::Error::custom(format!("row {n}: {e}")))
+        }
+    }
+
+    struct Props<'a, 'de> {
+        vals: &'a mut [Option<LazyValue<'de>>; N_COLS],
+    }
+
+    impl<'de> DeserializeSeed<'de> for Props<'_, 'de> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Props<'_, 'de> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a properties object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let index = json_index();
+            while let Some(Key(k)) = map.next_key()? {
+                match index.get(k.as_ref()) {
+                    Some(&i) => self.vals[i] = Some(map.next_value()?),
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(())
+        }
     }
 }

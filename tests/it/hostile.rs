@@ -47,7 +47,9 @@ fn sh(cmd: &str, args: &[&str]) -> bool {
 
 #[test]
 fn hostile_profile_names_are_encoded_and_decoded_back() {
-    let dir = tempfile::tempdir().unwrap();
+    // The run's root inside a folder of its own, so "beside the root" sees no other test's files.
+    let outer = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir_in(outer.path()).unwrap();
     let f = dir.path().join("p.toml");
     std::fs::write(
         &f,
