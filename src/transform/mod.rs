@@ -815,6 +815,13 @@ impl GroupJob {
                 u.map_err(pl("write usage"))?;
                 c.map_err(pl("write costs"))?;
                 coverage_parts.push(cov.map_err(pl("price coverage"))?);
+                // Folded every few chunks: a chunk's coverage has a row per meter it used, so keeping
+                // them all would grow with the month.
+                if coverage_parts.len() >= 4 {
+                    let merged = join::merge_coverage(std::mem::take(&mut coverage_parts))
+                        .map_err(pl("price coverage"))?;
+                    coverage_parts.push(merged);
+                }
                 written_any = true;
                 Ok(())
             };
