@@ -39,13 +39,16 @@ fn timed(cmd: &mut Command, what: &str) -> Sample {
     let rss_file = tempfile_path("rss");
     let prog = cmd.get_program().to_owned();
     let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-    let mut c = Command::new("/usr/bin/time");
-    c.arg("-f")
-        .arg("%M")
-        .arg("-o")
-        .arg(&rss_file)
-        .arg(prog)
-        .args(args);
+    // GNU time reports the child's peak RSS; without it (a bare machine) the run still happens
+    // and the peak shows as 0.
+    let mut c = if Path::new("/usr/bin/time").exists() {
+        let mut c = Command::new("/usr/bin/time");
+        c.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(prog);
+        c
+    } else {
+        Command::new(prog)
+    };
+    c.args(args);
     for (k, v) in cmd.get_envs() {
         if let Some(v) = v {
             c.env(k, v);
