@@ -299,55 +299,47 @@ pub fn join_indexed(usage: &DataFrame, index: &PriceIndex) -> PolarsResult<DataF
     Ok(out)
 }
 
-/// Matched / unmatched by reason and meter: rows and effective cost.
+/// The columns a coverage row is grouped by, in output order.
+const COVERAGE_KEYS: [&str; 6] = [
+    "billing_period",
+    "billing_profile",
+    "price_match",
+    "meter_id",
+    "meter_name",
+    "billing_currency",
+];
+
+/// Matched / unmatched by reason and meter: rows and effective cost (unordered: chunks of a group
+/// are folded by [`merge_coverage`], which orders the result).
 pub fn coverage(costs: &DataFrame) -> PolarsResult<DataFrame> {
     costs
         .clone()
         .lazy()
-        .group_by([
-            col("billing_period"),
-            col("billing_profile"),
-            col("price_match"),
-            col("meter_id"),
-            col("meter_name"),
-            col("billing_currency"),
-        ])
+        .group_by(COVERAGE_KEYS.map(col))
         .agg([
             len().cast(DataType::UInt64).alias("rows"),
             col("effective_cost").sum().alias("effective_cost"),
         ])
-        .sort(
-            ["price_match", "meter_id"],
-            SortMultipleOptions::default().with_nulls_last(true),
-        )
         .collect()
 }
 
 /// Coverage frames of several chunks of one group → the group's coverage, in a total order.
 pub fn merge_coverage(parts: Vec<DataFrame>) -> PolarsResult<DataFrame> {
-    let keys = [
-        "price_match",
-        "meter_id",
-        "meter_name",
-        "billing_currency",
-        "billing_period",
-        "billing_profile",
-    ];
     let lazy: Vec<LazyFrame> = parts.into_iter().map(DataFrame::lazy).collect();
     concat(lazy, UnionArgs::default())?
-        .group_by(keys.map(col))
+        .group_by(COVERAGE_KEYS.map(col))
         .agg([col("rows").sum(), col("effective_cost").sum()])
-        .select([
-            col("billing_period"),
-            col("billing_profile"),
-            col("price_match"),
-            col("meter_id"),
-            col("meter_name"),
-            col("billing_currency"),
-            col("rows"),
-            col("effective_cost"),
-        ])
-        .sort(keys, SortMultipleOptions::default().with_nulls_last(true))
+        .sort(
+            [
+                "price_match",
+                "meter_id",
+                "meter_name",
+                "billing_currency",
+                "billing_period",
+                "billing_profile",
+            ],
+            SortMultipleOptions::default().with_nulls_last(true),
+        )
         .collect()
 }
 

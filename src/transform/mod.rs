@@ -122,14 +122,7 @@ impl Transformer {
                 path: path.into(),
                 reason: "missing".into(),
             })?;
-        if path.ends_with(".zst") {
-            unzstd(&b).map_err(|e| TransformError::Landed {
-                path: path.into(),
-                reason: format!("truncated or corrupt zstd: {e}"),
-            })
-        } else {
-            Ok(b.to_vec())
-        }
+        Ok(landed_bytes(path, &b)?.into_owned())
     }
 
     async fn list_pages<T: serde::de::DeserializeOwned>(
@@ -758,22 +751,15 @@ impl GroupJob {
         let (period, profile) = (self.period.as_str(), self.profile.as_str());
         let wants = |d: &str| self.wants.iter().any(|w| w == d);
         let rg = self.loader.row_group_size.max(1);
-        let mut usage_w = if wants("usage") {
-            Some(
-                self.loader
-                    .writer("usage", self.keys.clone(), self.file.clone())?,
-            )
-        } else {
-            None
+        let writer = |dataset: &'static str| {
+            wants(dataset)
+                .then(|| {
+                    self.loader
+                        .writer(dataset, self.keys.clone(), self.file.clone())
+                })
+                .transpose()
         };
-        let mut costs_w = if wants("costs") {
-            Some(
-                self.loader
-                    .writer("costs", self.keys.clone(), self.file.clone())?,
-            )
-        } else {
-            None
-        };
+        let (mut usage_w, mut costs_w) = (writer("usage")?, writer("costs")?);
         let mut sums: BTreeMap<String, Decimal> = BTreeMap::new();
         let mut coverage_parts: Vec<DataFrame> = Vec::new();
         let mut written_any = false;
