@@ -110,12 +110,38 @@ pub struct ExtractReport {
     pub seconds: f64,
 }
 
+/// One zstd frame (level 3) that records its content size, so a reader can decode it into one
+/// allocation of the exact size.
 pub fn zstd(bytes: &[u8]) -> Bytes {
-    Bytes::from(zstd::encode_all(bytes, 3).unwrap_or_else(|_| bytes.to_vec()))
+    Bytes::from(zstd::bulk::compress(bytes, 3).unwrap_or_else(|_| bytes.to_vec()))
 }
 
+/// Decodes landed zstd: into one exact allocation when the first frame records its size and is
+/// the only frame; otherwise (older landings, several frames) streamed straight into a buffer
+/// sized from the compressed length, never through an intermediate copy.
 pub fn unzstd(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
-    zstd::decode_all(bytes)
+    let mut out = Vec::new();
+    unzstd_into(bytes, &mut out)?;
+    Ok(out)
+}
+
+/// [`unzstd`] into `out` (cleared first), so a caller decoding many files reuses one buffer.
+pub fn unzstd_into(bytes: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::Read;
+    out.clear();
+    if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(bytes)
+        && let Ok(n) = usize::try_from(n)
+        && n <= (1 << 31)
+    {
+        out.reserve(n);
+        if zstd::bulk::decompress_to_buffer(bytes, out).is_ok() && out.len() == n {
+            return Ok(());
+        }
+        out.clear();
+    }
+    out.reserve(bytes.len().saturating_mul(8).min(1 << 30));
+    zstd::stream::read::Decoder::new(bytes)?.read_to_end(out)?;
+    Ok(())
 }
 
 fn sha256(b: &[u8]) -> String {

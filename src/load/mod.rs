@@ -136,9 +136,15 @@ impl std::io::Write for Hashing {
     }
 }
 
-/// One staged Parquet file written chunk by chunk (each chunk one or more row groups) into a local
-/// spool file, so a dataset of any size passes through a bounded amount of memory. Finished with
+/// One staged Parquet file written chunk by chunk (each chunk one row group) into a local spool
+/// file, so a dataset of any size passes through a bounded amount of memory. Finished with
 /// [`Loader::stage_written`].
+///
+/// A chunk is encoded and compressed column by column in parallel ([`StagedWriter::encode`]) and
+/// then appended ([`StagedWriter::write_encoded`]); a second file whose chunk extends the first one
+/// (`costs` is `usage` plus the price columns) takes the first one's encoded columns instead of
+/// encoding them again. The bytes are the same as polars' own batched writer produces: same
+/// encoder, same options, same order.
 pub struct StagedWriter {
     dataset: &'static str,
     keys: Vec<(String, String)>,
@@ -146,43 +152,149 @@ pub struct StagedWriter {
     spool: tempfile::NamedTempFile,
     sink: Option<Hashing>,
     writer: Option<polars::io::parquet::write::BatchedWriter<Hashing>>,
+    /// Per top-level field: its Parquet type and the encoding of each of its leaves.
+    fields: Vec<(pq::ParquetType, Vec<pq::Encoding>)>,
+    options: Option<pq::WriteOptions>,
     schema: Vec<(String, String)>,
     rows: u64,
     zstd_level: i32,
 }
 
+use polars_parquet::write as pq;
+
+/// One chunk encoded and compressed for a [`StagedWriter`]: per top-level field, per leaf, its
+/// pages.
+pub struct Encoded {
+    rows: usize,
+    /// (name, type) of each field, in file order.
+    names: Vec<(String, DataType)>,
+    fields: Vec<std::sync::Arc<Vec<Vec<pq::CompressedPage>>>>,
+}
+
 impl StagedWriter {
     /// Appends a chunk (its partition columns are dropped; the first chunk fixes the schema).
     pub fn write(&mut self, df: &DataFrame) -> PolarsResult<()> {
+        let enc = self.encode(df, None)?;
+        self.write_encoded(&enc)
+    }
+
+    /// The chunk's columns (partition columns dropped) as compressed Parquet pages, one rayon task
+    /// per column. A column that `same` holds too (same name and type) is taken from it: the
+    /// caller guarantees that those columns of both chunks hold the same rows.
+    pub fn encode(&mut self, df: &DataFrame, same: Option<&Encoded>) -> PolarsResult<Encoded> {
+        use rayon::prelude::*;
         let keys: Vec<&str> = self.keys.iter().map(|(k, _)| k.as_str()).collect();
         let mut df = df.drop_many(keys);
-        if self.writer.is_none() {
-            self.schema = df
-                .schema()
-                .iter()
-                .map(|(n, t)| (n.to_string(), t.to_string()))
-                .collect();
-            let sink = Hashing(std::sync::Arc::new(std::sync::Mutex::new(Spooled {
-                file: std::io::BufWriter::with_capacity(1 << 20, self.spool.reopen()?),
-                hash: Default::default(),
-                bytes: 0,
-            })));
-            self.sink = Some(sink.clone());
-            self.writer = Some(
-                ParquetWriter::new(sink)
-                    .with_compression(ParquetCompression::Zstd(Some(
-                        polars::polars_utils::compression::ZstdLevel::try_new(self.zstd_level)?,
-                    )))
-                    .with_statistics(StatisticsOptions::full())
-                    .batched(&df.schema().clone())?,
-            );
-        }
         df.rechunk_mut_par();
-        self.rows += df.height() as u64;
-        match &mut self.writer {
-            Some(w) => w.write_batch(&df),
-            None => Ok(()),
+        self.open(&df)?;
+        let names: Vec<(String, DataType)> = df
+            .schema()
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.clone()))
+            .collect();
+        if names.len() != self.fields.len() {
+            polars_bail!(SchemaMismatch: "{}: a chunk has {} columns, the file {}", self.dataset, names.len(), self.fields.len());
         }
+        let rows = df.height();
+        let options = self
+            .options
+            .ok_or_else(|| polars_err!(ComputeError: "{}: writer not open", self.dataset))?;
+        let batch = df.iter_chunks(CompatLevel::newest(), false).next();
+        let arrays: Vec<_> = batch.map(|b| b.columns().to_vec()).unwrap_or_default();
+        let fields = (0..names.len())
+            .into_par_iter()
+            .map(|i| {
+                if let Some(f) = same.and_then(|s| s.names.iter().position(|n| *n == names[i]))
+                    && let Some(same) = same
+                {
+                    return Ok(same.fields[f].clone());
+                }
+                let Some(array) = arrays.get(i) else {
+                    return Ok(std::sync::Arc::new(Vec::new()));
+                };
+                let (ty, enc) = &self.fields[i];
+                let leaves = pq::array_to_columns(array, ty.clone(), options, enc)?;
+                let leaves = leaves
+                    .into_iter()
+                    .map(|pages| {
+                        pages
+                            .map(|page| Ok(pq::compress(page?, Vec::new(), options.compression)?))
+                            .collect::<PolarsResult<Vec<_>>>()
+                    })
+                    .collect::<PolarsResult<Vec<_>>>()?;
+                Ok(std::sync::Arc::new(leaves))
+            })
+            .collect::<PolarsResult<Vec<_>>>()?;
+        Ok(Encoded {
+            rows,
+            names,
+            fields,
+        })
+    }
+
+    /// Appends an encoded chunk as one row group (nothing for an empty chunk).
+    pub fn write_encoded(&mut self, enc: &Encoded) -> PolarsResult<()> {
+        if enc.rows == 0 {
+            return Ok(());
+        }
+        let Some(w) = &self.writer else {
+            polars_bail!(ComputeError: "{}: writer not open", self.dataset);
+        };
+        let leaves = enc.fields.iter().flat_map(|f| f.iter());
+        let rg = pq::DynIter::new(leaves.map(|pages| {
+            Ok(pq::DynStreamingIterator::new(
+                pq::fallible_streaming_iterator::convert(pages.iter().map(PolarsResult::Ok)),
+            ))
+        }));
+        w.get_writer()
+            .lock()
+            .map_err(|_| polars_err!(ComputeError: "{}: writer lock poisoned", self.dataset))?
+            .write(enc.rows as u64, rg)?;
+        self.rows += enc.rows as u64;
+        Ok(())
+    }
+
+    /// Creates the Parquet writer from the first chunk's schema.
+    fn open(&mut self, df: &DataFrame) -> PolarsResult<()> {
+        if self.writer.is_some() {
+            return Ok(());
+        }
+        let schema = df.schema().clone();
+        self.schema = schema
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        let sink = Hashing(std::sync::Arc::new(std::sync::Mutex::new(Spooled {
+            file: std::io::BufWriter::with_capacity(1 << 20, self.spool.reopen()?),
+            hash: Default::default(),
+            bytes: 0,
+        })));
+        self.sink = Some(sink.clone());
+        let level = pq::ZstdLevel::try_new(self.zstd_level)?;
+        let mut w = ParquetWriter::new(sink)
+            .with_compression(ParquetCompression::Zstd(Some(
+                polars::polars_utils::compression::ZstdLevel::try_new(self.zstd_level)?,
+            )))
+            .with_statistics(StatisticsOptions::full())
+            .batched(&schema)?;
+        let encodings =
+            polars::io::parquet::write::get_encodings(&schema.to_arrow(CompatLevel::newest()));
+        self.fields = w
+            .parquet_schema()
+            .fields()
+            .iter()
+            .cloned()
+            .zip(encodings.iter().cloned())
+            .collect();
+        // What polars' `ParquetWriter` materializes from the options above.
+        self.options = Some(pq::WriteOptions {
+            statistics: StatisticsOptions::full(),
+            compression: pq::CompressionOptions::Zstd(Some(level)),
+            version: pq::Version::V1,
+            data_page_size: None,
+        });
+        self.writer = Some(w);
+        Ok(())
     }
 
     pub fn rows(&self) -> u64 {
@@ -211,6 +323,8 @@ impl Loader {
             spool,
             sink: None,
             writer: None,
+            fields: Vec::new(),
+            options: None,
             schema: Vec::new(),
             rows: 0,
             zstd_level: self.zstd_level,

@@ -18,7 +18,7 @@ use crate::azure::models::{
     BillingAccount, BillingProfile, BillingSubscription, Customer, Invoice, ListPage,
 };
 use crate::extract::ledger::{Ledger, UnitState};
-use crate::extract::{ExtractState, UnitKind, WorkUnit, unzstd};
+use crate::extract::{ExtractState, UnitKind, WorkUnit, unzstd, unzstd_into};
 use crate::load::{FileEntry, LoadError, Loader};
 use crate::storage::{StorageError, Store};
 use bytes::Bytes;
@@ -787,19 +787,29 @@ impl GroupJob {
                 let chunk = self.keep_customers(chunk)?;
                 let costs = join::join_indexed(&chunk, index)
                     .map_err(pl(format!("join {period} {profile}")))?;
-                // The Parquet writer compresses on the calling thread: the two files (and the coverage)
-                // are written side by side.
-                let (u, (c, cov)) = rayon::join(
-                    || usage_w.as_mut().map_or(Ok(()), |w| w.write(&chunk)),
-                    || {
-                        rayon::join(
-                            || costs_w.as_mut().map_or(Ok(()), |w| w.write(&costs)),
-                            || join::coverage(&costs),
-                        )
+                // Columns are encoded in parallel; `costs` extends `usage`, so the columns they
+                // share are encoded once and written to both files.
+                let (enc, cov) = rayon::join(
+                    || -> PolarsResult<_> {
+                        let u = match usage_w.as_mut() {
+                            Some(w) => Some(w.encode(&chunk, None)?),
+                            None => None,
+                        };
+                        let c = match costs_w.as_mut() {
+                            Some(w) => Some(w.encode(&costs, u.as_ref())?),
+                            None => None,
+                        };
+                        Ok((u, c))
                     },
+                    || join::coverage(&costs),
                 );
-                u.map_err(pl("write usage"))?;
-                c.map_err(pl("write costs"))?;
+                let (u, c) = enc.map_err(pl("encode usage and costs"))?;
+                if let (Some(w), Some(u)) = (usage_w.as_mut(), u) {
+                    w.write_encoded(&u).map_err(pl("write usage"))?;
+                }
+                if let (Some(w), Some(c)) = (costs_w.as_mut(), c) {
+                    w.write_encoded(&c).map_err(pl("write costs"))?;
+                }
                 coverage_parts.push(cov.map_err(pl("price coverage"))?);
                 // Folded every few chunks: a chunk's coverage has a row per meter it used, so keeping
                 // them all would grow with the month.
@@ -813,7 +823,7 @@ impl GroupJob {
             };
         // Decoding runs one chunk ahead of pricing and writing, on its own thread, so the serial
         // parts of each side overlap the parallel parts of the other.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<DataFrame>, TransformError>>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<DataFrame>, TransformError>>(0);
         let this = &self;
         let prices = std::thread::scope(|scope| -> Result<DataFrame, TransformError> {
             // The price sheet is read while the first chunk decodes.
@@ -939,15 +949,26 @@ impl GroupJob {
             .par_iter()
             .zip(raw.par_iter())
             .map(|((path, csv), bytes)| {
-                let body = landed_bytes(path, bytes)?;
-                let mut b = usage::Builder::with_capacity(1024);
-                if *csv {
-                    b.push_csv(path, &body)?;
-                } else {
-                    b.push_json_page(path, &body)?;
+                thread_local! {
+                    // One decompression buffer per worker thread, reused page after page.
+                    static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
                 }
-                let sums = std::mem::take(&mut b.cost_by_invoice);
-                Ok((b.finish(period, profile).map_err(pl("usage frame"))?, sums))
+                BUF.with_borrow_mut(|buf| {
+                    let body: &[u8] = if path.ends_with(".zst") {
+                        unzstd_into(bytes, buf).map_err(|e| corrupt_zstd(path, e))?;
+                        buf
+                    } else {
+                        bytes
+                    };
+                    let mut b = usage::Builder::with_capacity(1024);
+                    if *csv {
+                        b.push_csv(path, body)?;
+                    } else {
+                        b.push_json_page(path, body)?;
+                    }
+                    let sums = std::mem::take(&mut b.cost_by_invoice);
+                    Ok((b.finish(period, profile).map_err(pl("usage frame"))?, sums))
+                })
             })
             .collect()
     }
@@ -987,11 +1008,15 @@ fn landed_bytes<'a>(
     if path.ends_with(".zst") {
         unzstd(b)
             .map(std::borrow::Cow::Owned)
-            .map_err(|e| TransformError::Landed {
-                path: path.into(),
-                reason: format!("truncated or corrupt zstd: {e}"),
-            })
+            .map_err(|e| corrupt_zstd(path, e))
     } else {
         Ok(std::borrow::Cow::Borrowed(&b[..]))
+    }
+}
+
+fn corrupt_zstd(path: &str, e: std::io::Error) -> TransformError {
+    TransformError::Landed {
+        path: path.into(),
+        reason: format!("truncated or corrupt zstd: {e}"),
     }
 }

@@ -34,18 +34,30 @@ pub const PRICE_COLUMNS: &[(&str, &str, char)] = &[
 
 const REQUIRED: &[&str] = &["meterid", "unitprice", "effectivestartdate", "pricetype"];
 
-#[derive(Default)]
+/// Price-sheet rows decoded straight into column builders (one reused byte record, no `String`
+/// per field).
 pub struct PriceBuilder {
-    s: Vec<Vec<Option<String>>>,
+    s: Vec<Option<StringChunkedBuilder>>,
     d: Vec<Vec<Option<i128>>>,
     t: Vec<Vec<Option<i32>>>,
     rows: usize,
 }
 
+impl Default for PriceBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl PriceBuilder {
     pub fn new() -> Self {
         Self {
-            s: vec![Vec::new(); PRICE_COLUMNS.len()],
+            s: PRICE_COLUMNS
+                .iter()
+                .map(|(name, _, kind)| {
+                    (*kind == 's').then(|| StringChunkedBuilder::new((*name).into(), 0))
+                })
+                .collect(),
             d: vec![Vec::new(); PRICE_COLUMNS.len()],
             t: vec![Vec::new(); PRICE_COLUMNS.len()],
             rows: 0,
@@ -106,18 +118,30 @@ impl PriceBuilder {
             .map(|c| index.get(c.1).copied())
             .collect();
         let mut n = 0;
-        for (k, rec) in rd.records().enumerate() {
-            let rec = rec.map_err(|e| bad(format!("line {}: {e}", k + 2)))?;
+        let mut rec = csv::ByteRecord::new();
+        loop {
+            let line = n + 2;
+            match rd.read_byte_record(&mut rec) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => return Err(bad(format!("line {line}: {e}"))),
+            }
             for (i, (name, _, kind)) in PRICE_COLUMNS.iter().enumerate() {
-                let v = pos[i]
-                    .and_then(|p| rec.get(p))
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty());
-                let e = |r: String| bad(format!("line {}, {name}: {r}", k + 2));
-                match kind {
-                    'd' => self.d[i].push(v.map(dec18).transpose().map_err(e)?),
-                    't' => self.t[i].push(v.map(date_days).transpose().map_err(e)?),
-                    _ => self.s[i].push(v.map(str::to_owned)),
+                let e = |r: String| bad(format!("line {line}, {name}: {r}"));
+                let v = match pos[i].and_then(|p| rec.get(p)) {
+                    None => None,
+                    Some(raw) => Some(
+                        std::str::from_utf8(raw)
+                            .map_err(|u| e(format!("not UTF-8: {u}")))?
+                            .trim(),
+                    ),
+                }
+                .filter(|s| !s.is_empty());
+                match (kind, &mut self.s[i]) {
+                    ('d', _) => self.d[i].push(v.map(dec18).transpose().map_err(e)?),
+                    ('t', _) => self.t[i].push(v.map(date_days).transpose().map_err(e)?),
+                    (_, Some(b)) => b.append_option(v),
+                    (_, None) => {}
                 }
             }
             n += 1;
@@ -140,7 +164,10 @@ impl PriceBuilder {
             cols.push(match kind {
                 'd' => decimal_column(name, std::mem::take(&mut self.d[i]))?,
                 't' => date_column(name, std::mem::take(&mut self.t[i])),
-                _ => Column::new((*name).into(), std::mem::take(&mut self.s[i])),
+                _ => match self.s[i].take() {
+                    Some(b) => b.finish().into_column(),
+                    None => Column::full_null((*name).into(), h, &DataType::String),
+                },
             });
         }
         DataFrame::new(h, cols)
