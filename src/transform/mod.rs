@@ -822,7 +822,9 @@ impl GroupJob {
                 Ok(())
             };
         // Decoding runs one chunk ahead of pricing and writing, on its own thread, so the serial
-        // parts of each side overlap the parallel parts of the other.
+        // parts of each side overlap the parallel parts of the other. The channel holds nothing:
+        // a decoded chunk waits in the decoder until the writer takes it, so at most two chunks
+        // (the one being written, the one decoded next) are in memory.
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<DataFrame>, TransformError>>(0);
         let this = &self;
         let prices = std::thread::scope(|scope| -> Result<DataFrame, TransformError> {
