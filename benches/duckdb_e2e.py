@@ -31,6 +31,25 @@ def q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# The SQL that types a text value `v`, by the column kinds of columns.json: usage kinds (Str, Dec,
+# Date, Bool) and price-sheet kinds (s, d, t) — exact decimals, dates from the first 10 characters.
+CASTS = {
+    "Str": "{v}",
+    "s": "{v}",
+    "Dec": "CAST({v} AS DECIMAL(38, 18))",
+    "d": "CAST({v} AS DECIMAL(38, 18))",
+    "Date": "CAST(substr({v}, 1, 10) AS DATE)",
+    "t": "CAST(substr({v}, 1, 10) AS DATE)",
+    "Bool": "(lower({v}) IN ('true', '1'))",
+}
+
+
+def typed(v: str, kind: str, out_name: str) -> str:
+    if kind not in CASTS:
+        raise ValueError(f"columns.json: unknown column kind {kind!r} for {out_name}")
+    return f"{CASTS[kind].format(v=v)} AS {q(out_name)}"
+
+
 def run(landing: str, out: str, columns_file: str) -> None:
     t0 = time.time()
     cols = json.load(open(columns_file))
@@ -63,14 +82,7 @@ def run(landing: str, out: str, columns_file: str) -> None:
             select.append(f"CAST(r.tags AS VARCHAR) AS {q(out_name)}")
             continue
         v = f"NULLIF(NULLIF(trim(r.properties.{q(prop)}, '\" '), ''), 'null')"
-        if kind == "Str":
-            select.append(f"{v} AS {q(out_name)}")
-        elif kind == "Dec":
-            select.append(f"CAST({v} AS DECIMAL(38, 18)) AS {q(out_name)}")
-        elif kind == "Date":
-            select.append(f"CAST(substr({v}, 1, 10) AS DATE) AS {q(out_name)}")
-        elif kind == "Bool":
-            select.append(f"(lower({v}) IN ('true', '1')) AS {q(out_name)}")
+        select.append(typed(v, kind, out_name))
     run_sql(
         f"""
         CREATE TEMP TABLE usage AS
@@ -84,13 +96,7 @@ def run(landing: str, out: str, columns_file: str) -> None:
     )
     price_select = []
     for out_name, header, kind in cols["prices"]:
-        v = f"NULLIF(trim({q(header)}), '')"
-        if kind == "d":
-            price_select.append(f"CAST({v} AS DECIMAL(38, 18)) AS {q(out_name)}")
-        elif kind == "t":
-            price_select.append(f"CAST(substr({v}, 1, 10) AS DATE) AS {q(out_name)}")
-        else:
-            price_select.append(f"{v} AS {q(out_name)}")
+        price_select.append(typed(f"NULLIF(trim({q(header)}), '')", kind, out_name))
     run_sql(
         f"""
         CREATE TEMP TABLE prices AS

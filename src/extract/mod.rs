@@ -116,16 +116,10 @@ pub fn zstd(bytes: &[u8]) -> Bytes {
     Bytes::from(zstd::bulk::compress(bytes, 3).unwrap_or_else(|_| bytes.to_vec()))
 }
 
-/// Decodes landed zstd: into one exact allocation when the first frame records its size and is
-/// the only frame; otherwise (older landings, several frames) streamed straight into a buffer
-/// sized from the compressed length, never through an intermediate copy.
-pub fn unzstd(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    unzstd_into(bytes, &mut out)?;
-    Ok(out)
-}
-
-/// [`unzstd`] into `out` (cleared first), so a caller decoding many files reuses one buffer.
+/// Decodes landed zstd into `out` (cleared first, so a caller decoding many files reuses one
+/// buffer): in one step of the exact size when the first frame records its size and is the only
+/// frame; otherwise (older landings, several frames) streamed straight into `out`, never through
+/// an intermediate copy.
 pub fn unzstd_into(bytes: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
     use std::io::Read;
     out.clear();

@@ -94,13 +94,18 @@ pub fn parquet_bytes(
 ) -> PolarsResult<Vec<u8>> {
     let mut buf = Vec::new();
     ParquetWriter::new(&mut buf)
-        .with_compression(ParquetCompression::Zstd(Some(
-            polars::polars_utils::compression::ZstdLevel::try_new(zstd_level)?,
-        )))
+        .with_compression(zstd(zstd_level)?)
         .with_statistics(StatisticsOptions::full())
         .with_row_group_size(Some(row_group_size))
         .finish(df)?;
     Ok(buf)
+}
+
+/// The lake's Parquet compression: zstd at `level`.
+fn zstd(level: i32) -> PolarsResult<ParquetCompression> {
+    Ok(ParquetCompression::Zstd(Some(
+        polars::polars_utils::compression::ZstdLevel::try_new(level)?,
+    )))
 }
 
 /// What a staged file's bytes went through: the spool file, their hash and count.
@@ -150,17 +155,23 @@ pub struct StagedWriter {
     keys: Vec<(String, String)>,
     file: String,
     spool: tempfile::NamedTempFile,
-    sink: Option<Hashing>,
-    writer: Option<polars::io::parquet::write::BatchedWriter<Hashing>>,
-    /// Per top-level field: its Parquet type and the encoding of each of its leaves.
-    fields: Vec<(pq::ParquetType, Vec<pq::Encoding>)>,
-    options: Option<pq::WriteOptions>,
+    /// Set by the first chunk.
+    open: Option<Open>,
     schema: Vec<(String, String)>,
     rows: u64,
     zstd_level: i32,
 }
 
 use polars_parquet::write as pq;
+
+/// A [`StagedWriter`] once its first chunk has fixed the schema.
+struct Open {
+    writer: polars::io::parquet::write::BatchedWriter<Hashing>,
+    sink: Hashing,
+    /// Per top-level field: its Parquet type and the encoding of each of its leaves.
+    fields: Vec<(pq::ParquetType, Vec<pq::Encoding>)>,
+    options: pq::WriteOptions,
+}
 
 /// One chunk encoded and compressed for a [`StagedWriter`]: per top-level field, per leaf, its
 /// pages.
@@ -172,47 +183,41 @@ pub struct Encoded {
 }
 
 impl StagedWriter {
-    /// Appends a chunk (its partition columns are dropped; the first chunk fixes the schema).
-    pub fn write(&mut self, df: &DataFrame) -> PolarsResult<()> {
-        let enc = self.encode(df, None)?;
-        self.write_encoded(&enc)
-    }
-
-    /// The chunk's columns (partition columns dropped) as compressed Parquet pages, one rayon task
-    /// per column. A column that `same` holds too (same name and type) is taken from it: the
-    /// caller guarantees that those columns of both chunks hold the same rows.
+    /// The chunk's columns (partition columns dropped; the first chunk fixes the schema) as
+    /// compressed Parquet pages, one rayon task per column. A column that `same` holds too (same
+    /// name and type) is taken from it: the caller guarantees that those columns of both chunks
+    /// hold the same rows.
     pub fn encode(&mut self, df: &DataFrame, same: Option<&Encoded>) -> PolarsResult<Encoded> {
         use rayon::prelude::*;
         let keys: Vec<&str> = self.keys.iter().map(|(k, _)| k.as_str()).collect();
         let mut df = df.drop_many(keys);
         df.rechunk_mut_par();
-        self.open(&df)?;
+        let dataset = self.dataset;
+        let open = self.open(&df)?;
         let names: Vec<(String, DataType)> = df
             .schema()
             .iter()
             .map(|(n, t)| (n.to_string(), t.clone()))
             .collect();
-        if names.len() != self.fields.len() {
-            polars_bail!(SchemaMismatch: "{}: a chunk has {} columns, the file {}", self.dataset, names.len(), self.fields.len());
+        if names.len() != open.fields.len() {
+            polars_bail!(SchemaMismatch: "{dataset}: a chunk has {} columns, the file {}", names.len(), open.fields.len());
         }
         let rows = df.height();
-        let options = self
-            .options
-            .ok_or_else(|| polars_err!(ComputeError: "{}: writer not open", self.dataset))?;
+        let options = open.options;
         let batch = df.iter_chunks(CompatLevel::newest(), false).next();
         let arrays: Vec<_> = batch.map(|b| b.columns().to_vec()).unwrap_or_default();
         let fields = (0..names.len())
             .into_par_iter()
             .map(|i| {
-                if let Some(f) = same.and_then(|s| s.names.iter().position(|n| *n == names[i]))
-                    && let Some(same) = same
+                if let Some(same) = same
+                    && let Some(f) = same.names.iter().position(|n| *n == names[i])
                 {
                     return Ok(same.fields[f].clone());
                 }
                 let Some(array) = arrays.get(i) else {
                     return Ok(std::sync::Arc::new(Vec::new()));
                 };
-                let (ty, enc) = &self.fields[i];
+                let (ty, enc) = &open.fields[i];
                 let leaves = pq::array_to_columns(array, ty.clone(), options, enc)?;
                 let leaves = leaves
                     .into_iter()
@@ -237,7 +242,7 @@ impl StagedWriter {
         if enc.rows == 0 {
             return Ok(());
         }
-        let Some(w) = &self.writer else {
+        let Some(open) = &self.open else {
             polars_bail!(ComputeError: "{}: writer not open", self.dataset);
         };
         let leaves = enc.fields.iter().flat_map(|f| f.iter());
@@ -246,7 +251,8 @@ impl StagedWriter {
                 pq::fallible_streaming_iterator::convert(pages.iter().map(PolarsResult::Ok)),
             ))
         }));
-        w.get_writer()
+        open.writer
+            .get_writer()
             .lock()
             .map_err(|_| polars_err!(ComputeError: "{}: writer lock poisoned", self.dataset))?
             .write(enc.rows as u64, rg)?;
@@ -254,47 +260,51 @@ impl StagedWriter {
         Ok(())
     }
 
-    /// Creates the Parquet writer from the first chunk's schema.
-    fn open(&mut self, df: &DataFrame) -> PolarsResult<()> {
-        if self.writer.is_some() {
-            return Ok(());
+    /// The Parquet writer, created from the first chunk's schema.
+    fn open(&mut self, df: &DataFrame) -> PolarsResult<&Open> {
+        if self.open.is_none() {
+            let schema = df.schema().clone();
+            self.schema = schema
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.to_string()))
+                .collect();
+            let sink = Hashing(std::sync::Arc::new(std::sync::Mutex::new(Spooled {
+                file: std::io::BufWriter::with_capacity(1 << 20, self.spool.reopen()?),
+                hash: Default::default(),
+                bytes: 0,
+            })));
+            let compression = zstd(self.zstd_level)?;
+            let statistics = StatisticsOptions::full();
+            let mut writer = ParquetWriter::new(sink.clone())
+                .with_compression(compression)
+                .with_statistics(statistics)
+                .batched(&schema)?;
+            let encodings =
+                polars::io::parquet::write::get_encodings(&schema.to_arrow(CompatLevel::newest()));
+            let fields = writer
+                .parquet_schema()
+                .fields()
+                .iter()
+                .cloned()
+                .zip(encodings.iter().cloned())
+                .collect();
+            // What polars' `ParquetWriter` materializes from the options above.
+            let options = pq::WriteOptions {
+                statistics,
+                compression: compression.into(),
+                version: pq::Version::V1,
+                data_page_size: None,
+            };
+            self.open = Some(Open {
+                writer,
+                sink,
+                fields,
+                options,
+            });
         }
-        let schema = df.schema().clone();
-        self.schema = schema
-            .iter()
-            .map(|(n, t)| (n.to_string(), t.to_string()))
-            .collect();
-        let sink = Hashing(std::sync::Arc::new(std::sync::Mutex::new(Spooled {
-            file: std::io::BufWriter::with_capacity(1 << 20, self.spool.reopen()?),
-            hash: Default::default(),
-            bytes: 0,
-        })));
-        self.sink = Some(sink.clone());
-        let level = pq::ZstdLevel::try_new(self.zstd_level)?;
-        let mut w = ParquetWriter::new(sink)
-            .with_compression(ParquetCompression::Zstd(Some(
-                polars::polars_utils::compression::ZstdLevel::try_new(self.zstd_level)?,
-            )))
-            .with_statistics(StatisticsOptions::full())
-            .batched(&schema)?;
-        let encodings =
-            polars::io::parquet::write::get_encodings(&schema.to_arrow(CompatLevel::newest()));
-        self.fields = w
-            .parquet_schema()
-            .fields()
-            .iter()
-            .cloned()
-            .zip(encodings.iter().cloned())
-            .collect();
-        // What polars' `ParquetWriter` materializes from the options above.
-        self.options = Some(pq::WriteOptions {
-            statistics: StatisticsOptions::full(),
-            compression: pq::CompressionOptions::Zstd(Some(level)),
-            version: pq::Version::V1,
-            data_page_size: None,
-        });
-        self.writer = Some(w);
-        Ok(())
+        self.open
+            .as_ref()
+            .ok_or_else(|| polars_err!(ComputeError: "{}: writer not open", self.dataset))
     }
 
     pub fn rows(&self) -> u64 {
@@ -321,10 +331,7 @@ impl Loader {
             keys,
             file,
             spool,
-            sink: None,
-            writer: None,
-            fields: Vec::new(),
-            options: None,
+            open: None,
             schema: Vec::new(),
             rows: 0,
             zstd_level: self.zstd_level,
@@ -338,7 +345,7 @@ impl Loader {
             what: what.clone(),
             source,
         };
-        let (Some(writer), Some(sink)) = (w.writer.take(), w.sink.take()) else {
+        let Some(Open { writer, sink, .. }) = w.open.take() else {
             return Err(LoadError::BadStaging(what, "nothing was written".into()));
         };
         writer.finish().map_err(parquet)?;

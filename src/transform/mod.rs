@@ -18,7 +18,7 @@ use crate::azure::models::{
     BillingAccount, BillingProfile, BillingSubscription, Customer, Invoice, ListPage,
 };
 use crate::extract::ledger::{Ledger, UnitState};
-use crate::extract::{ExtractState, UnitKind, WorkUnit, unzstd, unzstd_into};
+use crate::extract::{ExtractState, UnitKind, WorkUnit, unzstd_into};
 use crate::load::{FileEntry, LoadError, Loader};
 use crate::storage::{StorageError, Store};
 use bytes::Bytes;
@@ -109,27 +109,12 @@ impl Transformer {
         Ok(t)
     }
 
-    async fn read(&self, path: &str) -> Result<Vec<u8>, TransformError> {
-        let b = self
-            .landing
-            .get(path)
-            .await
-            .map_err(|source| TransformError::Storage {
-                path: path.into(),
-                source,
-            })?
-            .ok_or_else(|| TransformError::Landed {
-                path: path.into(),
-                reason: "missing".into(),
-            })?;
-        Ok(landed_bytes(path, &b)?.into_owned())
-    }
-
     async fn list_pages<T: serde::de::DeserializeOwned>(
         &self,
         dir: &str,
     ) -> Result<Vec<T>, TransformError> {
         let mut out = Vec::new();
+        let mut buf = Vec::new();
         for f in self
             .landing
             .list(dir)
@@ -145,12 +130,13 @@ impl Transformer {
             {
                 continue;
             }
-            let body = self.read(&f).await?;
+            let raw = fetch(&self.landing, &f).await?;
+            let body = landed_bytes(&f, &raw, &mut buf)?;
             if body.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             let page: ListPage<T> =
-                serde_json::from_slice(&body).map_err(|e| TransformError::Landed {
+                serde_json::from_slice(body).map_err(|e| TransformError::Landed {
                     path: f.clone(),
                     reason: e.to_string(),
                 })?;
@@ -729,22 +715,9 @@ struct GroupJob {
 
 impl GroupJob {
     fn read_all(&self, paths: &[&str]) -> Result<Vec<Bytes>, TransformError> {
-        self.rt.block_on(async {
-            futures::future::try_join_all(paths.iter().map(|p| async move {
-                self.landing
-                    .get(p)
-                    .await
-                    .map_err(|source| TransformError::Storage {
-                        path: (*p).to_owned(),
-                        source,
-                    })?
-                    .ok_or_else(|| TransformError::Landed {
-                        path: (*p).to_owned(),
-                        reason: "missing".into(),
-                    })
-            }))
-            .await
-        })
+        self.rt.block_on(futures::future::try_join_all(
+            paths.iter().map(|p| fetch(&self.landing, p)),
+        ))
     }
 
     fn run(self) -> Result<(Vec<FileEntry>, Vec<Partition>), TransformError> {
@@ -832,8 +805,9 @@ impl GroupJob {
             let pricing = scope.spawn(move || -> Result<_, TransformError> {
                 let mut pb = prices::PriceBuilder::new();
                 let price_paths: Vec<&str> = this.price_files.iter().map(String::as_str).collect();
+                let mut buf = Vec::new();
                 for (path, bytes) in price_paths.iter().zip(this.read_all(&price_paths)?) {
-                    pb.push_file(path, &landed_bytes(path, &bytes)?)?;
+                    pb.push_file(path, landed_bytes(path, &bytes, &mut buf)?)?;
                 }
                 let prices = pb.finish(period, profile).map_err(pl("prices frame"))?;
                 let index = join::PriceIndex::new(&prices).map_err(pl("price index"))?;
@@ -956,12 +930,7 @@ impl GroupJob {
                     static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
                 }
                 BUF.with_borrow_mut(|buf| {
-                    let body: &[u8] = if path.ends_with(".zst") {
-                        unzstd_into(bytes, buf).map_err(|e| corrupt_zstd(path, e))?;
-                        buf
-                    } else {
-                        bytes
-                    };
+                    let body = landed_bytes(path, bytes, buf)?;
                     let mut b = usage::Builder::with_capacity(1024);
                     if *csv {
                         b.push_csv(path, body)?;
@@ -1002,23 +971,34 @@ impl GroupJob {
     }
 }
 
-/// A landed file's bytes, zstd-decoded when its name ends in `.zst`.
+/// A landed file's bytes, zstd-decoded into `buf` when its name ends in `.zst`.
 fn landed_bytes<'a>(
     path: &str,
-    b: &'a Bytes,
-) -> Result<std::borrow::Cow<'a, [u8]>, TransformError> {
+    b: &'a [u8],
+    buf: &'a mut Vec<u8>,
+) -> Result<&'a [u8], TransformError> {
     if path.ends_with(".zst") {
-        unzstd(b)
-            .map(std::borrow::Cow::Owned)
-            .map_err(|e| corrupt_zstd(path, e))
+        unzstd_into(b, buf).map_err(|e| TransformError::Landed {
+            path: path.into(),
+            reason: format!("truncated or corrupt zstd: {e}"),
+        })?;
+        Ok(buf)
     } else {
-        Ok(std::borrow::Cow::Borrowed(&b[..]))
+        Ok(b)
     }
 }
 
-fn corrupt_zstd(path: &str, e: std::io::Error) -> TransformError {
-    TransformError::Landed {
-        path: path.into(),
-        reason: format!("truncated or corrupt zstd: {e}"),
-    }
+/// A landed file, which must exist.
+async fn fetch(landing: &Store, path: &str) -> Result<Bytes, TransformError> {
+    landing
+        .get(path)
+        .await
+        .map_err(|source| TransformError::Storage {
+            path: path.into(),
+            source,
+        })?
+        .ok_or_else(|| TransformError::Landed {
+            path: path.into(),
+            reason: "missing".into(),
+        })
 }
