@@ -10,10 +10,11 @@ use crate::extract::{ExtractReport, Extractor};
 use crate::load::{FileEntry, LoadReport, Loader};
 use crate::simulate::{SimConfig, Simulator};
 use crate::storage::Store;
-use crate::transform::Transformer;
+use crate::transform::{Transformer, Turn};
 use anyhow::Context;
 use chrono::{Datelike, NaiveDate, Utc};
 use config::{Pipeline, Source};
+use futures::StreamExt;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -251,8 +252,16 @@ pub async fn transform(p: &Pipeline, run_id: &str, report: &mut RunReport) -> an
         .copied()
         .filter(|d| p.wants(d))
         .collect();
-    for ((period, profile), units) in &groups {
-        let out = tr.group(period, profile, units, &loader, &wants).await?;
+    // Two groups at a time, taking turns to decode (see `Turn`); results come in group order.
+    let (tr, loader_ref, wants_ref) = (&tr, &loader, &wants);
+    let mut outs = futures::stream::iter(groups.iter().zip(Turn::chain(groups.len())))
+        .map(|(((period, profile), units), turn)| async move {
+            tr.group(period, profile, units, loader_ref, wants_ref, turn)
+                .await
+        })
+        .buffered(2);
+    while let Some(out) = outs.next().await {
+        let out = out?;
         staged.extend(out.staged);
         for part in out.small {
             if part.dataset == "reconciliation" {

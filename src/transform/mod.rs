@@ -11,6 +11,7 @@
 //! - here: the hierarchy datasets, `invoices` and `reconciliation`.
 
 pub mod join;
+pub mod jsonscan;
 pub mod prices;
 pub mod usage;
 
@@ -182,6 +183,7 @@ impl Transformer {
         units: &[WorkUnit],
         loader: &Loader,
         wants: &[&str],
+        turn: Turn,
     ) -> Result<GroupOutput, TransformError> {
         let mut usage_files: Vec<(String, bool)> = Vec::new();
         let mut price_files = Vec::new();
@@ -249,6 +251,7 @@ impl Transformer {
             loader: loader.clone(),
             wants: wants.iter().map(|w| w.to_string()).collect(),
             rt: tokio::runtime::Handle::current(),
+            turn,
         };
         let (staged, small) = tokio::task::spawn_blocking(move || job.run())
             .await
@@ -694,6 +697,42 @@ pub struct GroupOutput {
     pub small: Vec<Partition>,
 }
 
+/// Groups take turns: a group starts reading (its price sheet, its usage) once the group before it
+/// has written its last chunk. What that group still does (staging its files, its coverage,
+/// reconciliation and price partitions) then overlaps the next group's reading instead of leaving
+/// a core idle, and no more usage is ever in memory than in the middle of a group.
+pub struct Turn {
+    /// In a mutex only so that the job can be shared with its threads (a receiver is not `Sync`).
+    wait: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    done: std::sync::mpsc::SyncSender<()>,
+}
+
+impl Turn {
+    /// `n` turns, each one after the one before (the first waits for nothing).
+    pub fn chain(n: usize) -> Vec<Turn> {
+        let mut wait = None;
+        (0..n)
+            .map(|_| {
+                let (done, next) = std::sync::mpsc::sync_channel(1);
+                Turn {
+                    wait: std::sync::Mutex::new(wait.replace(next)),
+                    done,
+                }
+            })
+            .collect()
+    }
+
+    /// Blocks until the group before has written its last chunk: false if it failed instead.
+    fn take(&self) -> bool {
+        let wait = self.wait.lock().ok().and_then(|mut w| w.take());
+        wait.is_none_or(|w| w.recv().is_ok())
+    }
+
+    fn pass(&self) {
+        let _ = self.done.try_send(());
+    }
+}
+
 /// Pages decoded per parallel batch.
 const PAGE_BATCH: usize = 16;
 
@@ -711,6 +750,7 @@ struct GroupJob {
     loader: Loader,
     wants: Vec<String>,
     rt: tokio::runtime::Handle,
+    turn: Turn,
 }
 
 impl GroupJob {
@@ -721,6 +761,12 @@ impl GroupJob {
     }
 
     fn run(self) -> Result<(Vec<FileEntry>, Vec<Partition>), TransformError> {
+        if !self.turn.take() {
+            return Err(TransformError::Landed {
+                path: format!("{}/{}", self.period, self.profile),
+                reason: "not transformed: the group before it failed".into(),
+            });
+        }
         let (period, profile) = (self.period.as_str(), self.profile.as_str());
         let wants = |d: &str| self.wants.iter().any(|w| w == d);
         let rg = self.loader.row_group_size.max(1);
@@ -877,6 +923,9 @@ impl GroupJob {
                             break;
                         }
                     }
+                    if result.is_ok() {
+                        self.turn.pass();
+                    }
                     drop(rx);
                     sums = decoder.join().map_err(|_| panicked("decoder"))?;
                     result.map(|()| prices)
@@ -1001,4 +1050,31 @@ async fn fetch(landing: &Store, path: &str) -> Result<Bytes, TransformError> {
             path: path.into(),
             reason: "missing".into(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Turn;
+
+    /// Each turn waits for the one before it to pass; a turn dropped without passing (its group
+    /// failed) stops the ones after it.
+    #[test]
+    fn turns_follow_each_other_and_a_failure_stops_the_rest() {
+        let mut t = Turn::chain(3).into_iter();
+        let (a, b, c) = (t.next().unwrap(), t.next().unwrap(), t.next().unwrap());
+        assert!(a.take(), "the first waits for nothing");
+        let order = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert!(b.take());
+                order.lock().unwrap().push("b");
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            order.lock().unwrap().push("a");
+            a.pass();
+        });
+        assert_eq!(*order.lock().unwrap(), ["a", "b"]);
+        drop(b);
+        assert!(!c.take(), "b ended without passing");
+    }
 }
