@@ -806,6 +806,17 @@ impl GroupJob {
                 let chunk = self.keep_customers(chunk)?;
                 let costs = join::join_indexed(&chunk, index)
                     .map_err(pl(format!("join {period} {profile}")))?;
+                tracing::debug!(
+                    period,
+                    profile,
+                    rows = chunk.height(),
+                    usage_mb = chunk.estimated_size() >> 20,
+                    costs_extra_mb = (costs
+                        .estimated_size()
+                        .saturating_sub(chunk.estimated_size()))
+                        >> 20,
+                    "chunk"
+                );
                 // Columns are encoded in parallel; `costs` extends `usage`, so the columns they
                 // share are encoded once and written to both files.
                 let (enc, cov) = rayon::join(
