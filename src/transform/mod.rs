@@ -5,7 +5,8 @@
 //! `usage` and `costs` Parquet files. Memory holds the price index and about two chunks, whatever
 //! the size of the month.
 //!
-//! - [`usage`]: JSON pages / CSV blobs → the `usage` schema;
+//! - [`usage`]: JSON pages / CSV blobs → the `usage` schema (pages through [`jsonscan`], a strict
+//!   borrowing JSON scanner);
 //! - [`prices`]: price sheets (CSV or zip, any header order) → `prices`;
 //! - [`join`]: usage × prices → `costs`, `price_coverage`;
 //! - here: the hierarchy datasets, `invoices` and `reconciliation`.
