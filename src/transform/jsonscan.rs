@@ -161,51 +161,53 @@ impl<'a> Scanner<'a> {
         depth: usize,
         mut member: impl FnMut(&mut Self, Cow<'a, str>) -> Result<()>,
     ) -> Result<()> {
-        if depth > MAX_DEPTH {
-            return self.err("nested too deep");
-        }
-        self.expect(b'{', "expected an object")?;
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-            return Ok(());
-        }
-        loop {
-            let k = self.key()?;
-            member(self, k)?;
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => return self.err("expected `,` or `}`"),
-            }
-        }
+        self.container(depth, [b'{', b'}'], |s| {
+            let k = s.key()?;
+            member(s, k)
+        })
     }
 
     /// Walks the array at the cursor: `element(self)` must consume each element.
     pub fn array(
         &mut self,
         depth: usize,
-        mut element: impl FnMut(&mut Self) -> Result<()>,
+        element: impl FnMut(&mut Self) -> Result<()>,
+    ) -> Result<()> {
+        self.container(depth, [b'[', b']'], element)
+    }
+
+    /// `open`, then items separated by `,` (`item` consumes one), then `close`.
+    fn container(
+        &mut self,
+        depth: usize,
+        [open, close]: [u8; 2],
+        mut item: impl FnMut(&mut Self) -> Result<()>,
     ) -> Result<()> {
         if depth > MAX_DEPTH {
             return self.err("nested too deep");
         }
-        self.expect(b'[', "expected an array")?;
-        if self.peek() == Some(b']') {
+        let what = if open == b'{' {
+            "an object"
+        } else {
+            "an array"
+        };
+        if self.peek() != Some(open) {
+            return self.err(&format!("expected {what}"));
+        }
+        self.pos += 1;
+        if self.peek() == Some(close) {
             self.pos += 1;
             return Ok(());
         }
         loop {
-            element(self)?;
+            item(self)?;
             match self.peek() {
                 Some(b',') => self.pos += 1,
-                Some(b']') => {
+                Some(c) if c == close => {
                     self.pos += 1;
                     return Ok(());
                 }
-                _ => return self.err("expected `,` or `]`"),
+                _ => return self.err(&format!("expected `,` or `{}`", close as char)),
             }
         }
     }
