@@ -95,10 +95,10 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// The string starting at the cursor (`"` expected): (start, end) of its text with quotes, and
-    /// whether it holds an escape. Escapes and the absence of control characters are checked.
+    /// The string starting at the cursor (`"` expected), as [`Raw::Str`] or [`Raw::Escaped`].
+    /// Escapes and the absence of control characters are checked.
     #[inline]
-    fn string(&mut self) -> Result<(usize, usize, bool)> {
+    fn string(&mut self) -> Result<Raw<'a>> {
         let start = self.pos;
         if self.b.get(start) != Some(&b'"') {
             return self.err("expected a string");
@@ -138,21 +138,20 @@ impl<'a> Scanner<'a> {
             }
         }
         self.pos = i + 1;
-        Ok((start, i + 1, escaped))
+        Ok(if escaped {
+            Raw::Escaped(&self.s[start..=i])
+        } else {
+            Raw::Str(&self.s[start + 1..i])
+        })
     }
 
     /// An object key and its `:`; keys with escapes are unescaped.
     #[inline]
     fn key(&mut self) -> Result<Cow<'a, str>> {
         self.ws();
-        let (a, b, escaped) = self.string()?;
+        let key = self.string()?;
         self.expect(b':', "expected `:`")?;
-        let raw = if escaped {
-            Raw::Escaped(&self.s[a..b])
-        } else {
-            Raw::Str(&self.s[a + 1..b - 1])
-        };
-        raw.text()
+        key.text()
     }
 
     /// Walks the object at the cursor: `member(self, key)` must consume each member's value.
@@ -216,14 +215,7 @@ impl<'a> Scanner<'a> {
     #[inline]
     pub fn value(&mut self, depth: usize) -> Result<Raw<'a>> {
         match self.peek() {
-            Some(b'"') => {
-                let (a, b, escaped) = self.string()?;
-                Ok(if escaped {
-                    Raw::Escaped(&self.s[a..b])
-                } else {
-                    Raw::Str(&self.s[a + 1..b - 1])
-                })
-            }
+            Some(b'"') => self.string(),
             _ => {
                 let a = self.pos;
                 self.skip(depth)?;
@@ -306,7 +298,7 @@ impl<'a> Scanner<'a> {
 /// bytes are tested at a time as one `u64` (a byte equal to `"` or `\\`, or below 0x20, sets
 /// its high bit in `hit`; the test is exact for "any such byte"), then the byte is found one by one.
 #[inline]
-fn special(b: &[u8], mut i: usize) -> usize {
+pub(crate) fn special(b: &[u8], mut i: usize) -> usize {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     while let Some(&chunk) = b.get(i..).and_then(|r| r.first_chunk::<8>()) {

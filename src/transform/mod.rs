@@ -1,6 +1,7 @@
 //! Transform: landed data → typed frames, and only landed data (this module never touches the
 //! network and never imports `azure`'s client). Work is done one (billing period, billing profile)
-//! group at a time, and inside a group usage streams through in row-group-sized chunks: pages are
+//! group at a time (the next one starts reading while the one before stages its files, see
+//! [`Turn`]), and inside a group usage streams through in row-group-sized chunks: pages are
 //! decoded in parallel a chunk ahead, each chunk is priced and written straight into the staged
 //! `usage` and `costs` Parquet files. Memory holds the price index and about two chunks, whatever
 //! the size of the month.
@@ -252,9 +253,10 @@ impl Transformer {
             loader: loader.clone(),
             wants: wants.iter().map(|w| w.to_string()).collect(),
             rt: tokio::runtime::Handle::current(),
-            turn,
+            turn_done: turn.done,
         };
-        let (staged, small) = tokio::task::spawn_blocking(move || job.run())
+        let after = turn.after;
+        let (staged, small) = tokio::task::spawn_blocking(move || job.run(after))
             .await
             .map_err(|e| TransformError::Landed {
                 path: "worker".into(),
@@ -703,35 +705,31 @@ pub struct GroupOutput {
 /// reconciliation and price partitions) then overlaps the next group's reading instead of leaving
 /// a core idle, and no more usage is ever in memory than in the middle of a group.
 pub struct Turn {
-    /// In a mutex only so that the job can be shared with its threads (a receiver is not `Sync`).
-    wait: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// Fires when the group before has written its last chunk; `None` for the first group.
+    after: Option<std::sync::mpsc::Receiver<()>>,
+    /// Fired by this group when it has written its last chunk.
     done: std::sync::mpsc::SyncSender<()>,
 }
 
 impl Turn {
     /// `n` turns, each one after the one before (the first waits for nothing).
     pub fn chain(n: usize) -> Vec<Turn> {
-        let mut wait = None;
+        let mut after = None;
         (0..n)
             .map(|_| {
                 let (done, next) = std::sync::mpsc::sync_channel(1);
                 Turn {
-                    wait: std::sync::Mutex::new(wait.replace(next)),
+                    after: after.replace(next),
                     done,
                 }
             })
             .collect()
     }
+}
 
-    /// Blocks until the group before has written its last chunk: false if it failed instead.
-    fn take(&self) -> bool {
-        let wait = self.wait.lock().ok().and_then(|mut w| w.take());
-        wait.is_none_or(|w| w.recv().is_ok())
-    }
-
-    fn pass(&self) {
-        let _ = self.done.try_send(());
-    }
+/// Blocks until the group before has written its last chunk: false if it failed instead.
+fn wait_turn(after: Option<std::sync::mpsc::Receiver<()>>) -> bool {
+    after.is_none_or(|w| w.recv().is_ok())
 }
 
 /// Pages decoded per parallel batch.
@@ -751,7 +749,8 @@ struct GroupJob {
     loader: Loader,
     wants: Vec<String>,
     rt: tokio::runtime::Handle,
-    turn: Turn,
+    /// See [`Turn`].
+    turn_done: std::sync::mpsc::SyncSender<()>,
 }
 
 impl GroupJob {
@@ -761,8 +760,12 @@ impl GroupJob {
         ))
     }
 
-    fn run(self) -> Result<(Vec<FileEntry>, Vec<Partition>), TransformError> {
-        if !self.turn.take() {
+    /// Waits for its turn (`after`, see [`Turn`]), then does the group's work.
+    fn run(
+        self,
+        after: Option<std::sync::mpsc::Receiver<()>>,
+    ) -> Result<(Vec<FileEntry>, Vec<Partition>), TransformError> {
+        if !wait_turn(after) {
             return Err(TransformError::Landed {
                 path: format!("{}/{}", self.period, self.profile),
                 reason: "not transformed: the group before it failed".into(),
@@ -936,7 +939,7 @@ impl GroupJob {
                         }
                     }
                     if result.is_ok() {
-                        self.turn.pass();
+                        let _ = self.turn_done.try_send(());
                     }
                     drop(rx);
                     sums = decoder.join().map_err(|_| panicked("decoder"))?;
@@ -1066,7 +1069,7 @@ async fn fetch(landing: &Store, path: &str) -> Result<Bytes, TransformError> {
 
 #[cfg(test)]
 mod tests {
-    use super::Turn;
+    use super::{Turn, wait_turn};
 
     /// Each turn waits for the one before it to pass; a turn dropped without passing (its group
     /// failed) stops the ones after it.
@@ -1074,19 +1077,19 @@ mod tests {
     fn turns_follow_each_other_and_a_failure_stops_the_rest() {
         let mut t = Turn::chain(3).into_iter();
         let (a, b, c) = (t.next().unwrap(), t.next().unwrap(), t.next().unwrap());
-        assert!(a.take(), "the first waits for nothing");
+        assert!(wait_turn(a.after), "the first waits for nothing");
         let order = std::sync::Mutex::new(Vec::new());
         std::thread::scope(|s| {
             s.spawn(|| {
-                assert!(b.take());
+                assert!(wait_turn(b.after));
                 order.lock().unwrap().push("b");
             });
             std::thread::sleep(std::time::Duration::from_millis(50));
             order.lock().unwrap().push("a");
-            a.pass();
+            let _ = a.done.try_send(());
         });
         assert_eq!(*order.lock().unwrap(), ["a", "b"]);
-        drop(b);
-        assert!(!c.take(), "b ended without passing");
+        drop(b.done);
+        assert!(!wait_turn(c.after), "b ended without passing");
     }
 }

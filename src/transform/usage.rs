@@ -404,8 +404,8 @@ fn date_days_utc(b: &[u8]) -> Option<i32> {
     i32::try_from(era * 146_097 + doe - 719_468).ok()
 }
 
-/// (The reference readings in the tests.) A JSON value's text: strings unescaped (borrowed when they hold no escape), anything else as
-/// written (numbers keep every digit).
+/// A JSON value's text, for the reference readings in the tests: strings unescaped (borrowed when
+/// they hold no escape), anything else as written (numbers keep every digit).
 #[cfg(test)]
 fn json_text<'a>(raw: &'a str) -> Result<Cow<'a, str>, String> {
     match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
@@ -471,9 +471,10 @@ fn tags_of(text: &str) -> Result<(String, Vec<TagPair<'_>>), String> {
     ))
 }
 
-/// `s` as a JSON string, escaped as serde_json escapes it (which it does only when needed).
+/// `s` as a JSON string, escaped as serde_json escapes it (which it does only for the bytes the
+/// scanner stops at).
 fn json_string(out: &mut String, s: &str) {
-    if s.bytes().any(|c| c == b'"' || c == b'\\' || c < 0x20) {
+    if crate::transform::jsonscan::special(s.as_bytes(), 0) < s.len() {
         out.push_str(&serde_json::Value::from(s).to_string());
     } else {
         out.push('"');
