@@ -123,19 +123,38 @@ pub fn zstd(bytes: &[u8]) -> Bytes {
 pub fn unzstd_into(bytes: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
     use std::io::Read;
     out.clear();
-    if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(bytes)
-        && let Ok(n) = usize::try_from(n)
-        && n <= (1 << 31)
-    {
-        out.reserve(n);
-        if zstd::bulk::decompress_to_buffer(bytes, out).is_ok() && out.len() == n {
-            return Ok(());
-        }
-        out.clear();
+    if unzstd_sized(bytes, out) {
+        return Ok(());
     }
+    out.clear();
     out.reserve(bytes.len().saturating_mul(8).min(1 << 30));
     zstd::stream::read::Decoder::new(bytes)?.read_to_end(out)?;
     Ok(())
+}
+
+/// One-shot decoding into `out` (empty) with this thread's decompression context, when the frame
+/// records its content size and holds exactly that: `false` sends the caller to streaming.
+fn unzstd_sized(bytes: &[u8], out: &mut Vec<u8>) -> bool {
+    thread_local! {
+        static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(bytes) else {
+        return false;
+    };
+    let Some(n) = usize::try_from(n).ok().filter(|n| *n <= 1 << 31) else {
+        return false;
+    };
+    out.reserve(n);
+    DCTX.with_borrow_mut(|d| {
+        if d.is_none() {
+            *d = zstd::bulk::Decompressor::new().ok();
+        }
+        // The `Vec` itself is the destination (its spare capacity), not `&mut out[..]`, which
+        // is empty.
+        d.as_mut()
+            .is_some_and(|d| d.decompress_to_buffer(bytes, out).is_ok() && out.len() == n)
+    })
 }
 
 fn sha256(b: &[u8]) -> String {
@@ -767,4 +786,33 @@ pub fn account_of(id: &str) -> Option<&str> {
 /// The usage API version a unit was fetched with does not change its landing layout.
 pub fn usage_api_name(api: UsageApi) -> &'static str {
     api.version()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn landed_zstd_decodes_in_one_step_or_streamed() {
+        let data: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        // What `zstd` lands records its size: decoded in one step, into the exact allocation.
+        let mut out = Vec::new();
+        assert!(unzstd_sized(&zstd(&data), &mut out));
+        assert_eq!(out, data);
+        assert_eq!(out.capacity(), data.len());
+        // The same buffer again (cleared first), and a second frame after the first: streamed.
+        let mut two = zstd(&data).to_vec();
+        two.extend_from_slice(&zstd(b"tail"));
+        unzstd_into(&two, &mut out).unwrap();
+        assert_eq!(out.len(), data.len() + 4);
+        assert!(out.ends_with(b"tail"));
+        // Without a recorded size (a streamed frame): streamed.
+        let streamed = zstd::stream::encode_all(&data[..], 3).unwrap();
+        assert!(!unzstd_sized(&streamed, &mut Vec::new()));
+        unzstd_into(&streamed, &mut out).unwrap();
+        assert_eq!(out, data);
+        assert!(unzstd_into(&streamed[..streamed.len() / 2], &mut out).is_err());
+    }
 }

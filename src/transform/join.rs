@@ -32,7 +32,20 @@ pub const MARKETPLACE: &str = "marketplace";
 pub const PURCHASE_OR_REFUND: &str = "purchase_or_refund";
 pub const AMBIGUOUS: &str = "ambiguous";
 
+/// The sheet's price type for a usage row's pricing model: no allocation for the spellings Azure
+/// writes (`On Demand`, `Reservation`, `Spot`, `SavingsPlan`, empty); anything else is compared
+/// without whitespace and case.
 fn price_type(pricing_model: Option<&str>, reservation_id: Option<&str>) -> Cow<'static, str> {
+    let fixed = match pricing_model.unwrap_or("") {
+        "On Demand" | "OnDemand" => Some("Consumption"),
+        "Reservation" => Some("ReservedInstance"),
+        "Spot" => Some("Spot"),
+        "SavingsPlan" | "Savings Plan" => Some("SavingsPlan"),
+        _ => None,
+    };
+    if let Some(t) = fixed {
+        return t.into();
+    }
     let m: String = pricing_model
         .unwrap_or("")
         .chars()
@@ -49,15 +62,28 @@ fn price_type(pricing_model: Option<&str>, reservation_id: Option<&str>) -> Cow<
     }
 }
 
-fn term_key(term: Option<&str>) -> String {
+/// A usage term in the sheet's form: months `12` → `P1Y`, `36` → `P3Y`, other whole years
+/// `PnY`, other months `PnM`, empty → empty, anything else upper-cased.
+fn term_key(term: Option<&str>) -> Cow<'static, str> {
     match term.map(str::trim).filter(|t| !t.is_empty()) {
-        None => String::new(),
-        Some(t) => match t.parse::<u32>() {
+        None => "".into(),
+        Some("12") => "P1Y".into(),
+        Some("36") => "P3Y".into(),
+        Some(t) => Cow::Owned(match t.parse::<u32>() {
             Ok(n) if n > 0 && n % 12 == 0 => format!("P{}Y", n / 12),
             Ok(n) => format!("P{n}M"),
             Err(_) => t.to_ascii_uppercase(),
-        },
+        }),
     }
+}
+
+/// `kinds`' key for a (price type, term) pair: the type's length first, so no two pairs share a
+/// key whatever characters they hold.
+fn kind_key(key: &mut String, ptype: &str, term: impl Iterator<Item = char>) {
+    use std::fmt::Write;
+    key.clear();
+    let _ = write!(key, "{}:{ptype}", ptype.len());
+    key.extend(term);
 }
 
 fn decs(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<i128>>> {
@@ -81,8 +107,8 @@ fn from_dec(d: Decimal) -> Option<i128> {
 
 /// One price-sheet row as the rule reads it.
 struct Price {
-    ptype: String,
-    term: String,
+    /// The row's (price type, term), numbered by [`PriceIndex::kinds`].
+    kind: u32,
     tier: i128,
     start: Option<i32>,
     end: Option<i32>,
@@ -90,10 +116,36 @@ struct Price {
     market: Option<i128>,
 }
 
-/// The prices of one billing profile and period, by meter (lower-cased), in sheet order. Built
-/// once per group and probed by every usage chunk.
+/// A meter id as a key: a GUID in its 36-character hyphenated form (what Azure writes) as its
+/// number, any other id lower-cased. Two ids equal but for ASCII case get the same key, and no
+/// others do (the hyphenated form is the only one read as a number).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum MeterKey {
+    Guid(u128),
+    Text(String),
+}
+
+impl MeterKey {
+    fn guid(m: &str) -> Option<u128> {
+        let b = m.as_bytes();
+        (b.len() == 36 && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-'))
+            .then(|| uuid::Uuid::try_parse(m).ok())
+            .flatten()
+            .map(|u| u.as_u128())
+    }
+}
+
+/// The prices of one billing profile and period, by meter (case-insensitive), in sheet order:
+/// each meter's rows lie together in one array (a probe touches the table and one run of it).
+/// Built once per group and probed by every usage chunk.
 pub struct PriceIndex {
-    by_meter: PlHashMap<String, Vec<Price>>,
+    guids: PlHashMap<u128, (u32, u32)>,
+    texts: PlHashMap<String, (u32, u32)>,
+    /// By meter, then sheet order; `guids` and `texts` give each meter's (start, end).
+    prices: Vec<Price>,
+    /// Each (price type, term upper-cased) the sheet holds, by [`kind_key`]: a usage row's pair
+    /// is looked up once, then candidates are told apart by number.
+    kinds: PlHashMap<String, u32>,
 }
 
 impl PriceIndex {
@@ -116,46 +168,103 @@ impl PriceIndex {
             .collect();
         let unit = decs(prices, "unit_price")?;
         let market = decs(prices, "market_price")?;
-        let mut by_meter: PlHashMap<String, Vec<Price>> = PlHashMap::default();
+        // Each row's meter number (order of first appearance) and price.
+        let mut meters: PlHashMap<MeterKey, u32> = PlHashMap::default();
+        let mut rows: Vec<(u32, Price)> = Vec::with_capacity(prices.height());
+        let mut kinds: PlHashMap<String, u32> = PlHashMap::default();
+        let mut key = String::new();
         for (i, ((m, pt), t)) in meter.iter().zip(ptype.iter()).zip(term.iter()).enumerate() {
             // A row without meter or price type can never be a candidate (null never equals).
             let (Some(m), Some(pt)) = (m, pt) else {
                 continue;
             };
-            by_meter
-                .entry(m.to_ascii_lowercase())
-                .or_default()
-                .push(Price {
-                    ptype: pt.to_owned(),
-                    term: t.unwrap_or_default().to_ascii_uppercase(),
+            kind_key(
+                &mut key,
+                pt,
+                t.unwrap_or_default()
+                    .chars()
+                    .map(|c| c.to_ascii_uppercase()),
+            );
+            let next = kinds.len() as u32;
+            let kind = *kinds.entry_ref(key.as_str()).or_insert(next);
+            let mk = match MeterKey::guid(m) {
+                Some(g) => MeterKey::Guid(g),
+                None => MeterKey::Text(m.to_ascii_lowercase()),
+            };
+            let next = meters.len() as u32;
+            let m = *meters.entry(mk).or_insert(next);
+            rows.push((
+                m,
+                Price {
+                    kind,
                     tier: tier[i].unwrap_or(0),
                     start: start[i],
                     end: end[i],
                     unit: unit[i],
                     market: market[i],
-                });
+                },
+            ));
         }
-        Ok(Self { by_meter })
+        // Stable: each meter's rows keep sheet order.
+        rows.sort_by_key(|(m, _)| *m);
+        let mut ranges = vec![(0u32, 0u32); meters.len()];
+        for (i, (m, _)) in rows.iter().enumerate() {
+            let r = &mut ranges[*m as usize];
+            if r.1 == 0 {
+                r.0 = i as u32;
+            }
+            r.1 = i as u32 + 1;
+        }
+        let (mut guids, mut texts) = (PlHashMap::default(), PlHashMap::default());
+        for (k, m) in meters {
+            match k {
+                MeterKey::Guid(g) => guids.insert(g, ranges[m as usize]),
+                MeterKey::Text(t) => texts.insert(t, ranges[m as usize]),
+            };
+        }
+        Ok(Self {
+            guids,
+            texts,
+            prices: rows.into_iter().map(|(_, p)| p).collect(),
+            kinds,
+        })
+    }
+
+    /// A meter's rows (`lower` is a scratch buffer).
+    fn meter(&self, meter: &str, lower: &mut String) -> &[Price] {
+        let range = match MeterKey::guid(meter) {
+            Some(g) => self.guids.get(&g),
+            None => {
+                lower.clear();
+                lower.push_str(meter);
+                lower.make_ascii_lowercase();
+                self.texts.get(lower.as_str())
+            }
+        };
+        range.map_or(&[], |&(a, b)| &self.prices[a as usize..b as usize])
+    }
+
+    /// The number [`Price::kind`] gives this (price type, term), if the sheet has it.
+    fn kind(&self, key: &mut String, ptype: &str, term: &str) -> Option<u32> {
+        kind_key(key, ptype, term.chars());
+        self.kinds.get(key.as_str()).copied()
     }
 
     /// (distinct unit prices at the winning tier, its unit price, its market price): the sheet
-    /// rows of this meter, price type and term whose range holds `date` and whose tier minimum
-    /// `abs_qty` reaches; the highest such tier wins.
+    /// rows of this meter and kind whose range holds `date` and whose tier minimum `abs_qty`
+    /// reaches; the highest such tier wins, the first of its rows in sheet order gives the prices.
     fn lookup(
         &self,
-        meter_lower: &str,
-        ptype: &str,
-        term: &str,
+        cands: &[Price],
+        kind: u32,
         date: Option<i32>,
         abs_qty: Option<i128>,
     ) -> (u32, Option<i128>, Option<i128>) {
-        let (Some(cands), Some(date), Some(q)) = (self.by_meter.get(meter_lower), date, abs_qty)
-        else {
+        let (Some(date), Some(q)) = (date, abs_qty) else {
             return (0, None, None);
         };
         let ok = |p: &&Price| {
-            p.ptype == ptype
-                && p.term == term
+            p.kind == kind
                 && p.start.is_some_and(|s| s <= date)
                 && p.end.is_none_or(|e| e >= date)
                 && p.tier <= q
@@ -164,15 +273,17 @@ impl PriceIndex {
             return (0, None, None);
         };
         let mut first: Option<&Price> = None;
-        let mut distinct: Vec<Option<i128>> = Vec::new();
+        // Unit prices other than the first one's (allocated only when there are any).
+        let mut others: Vec<Option<i128>> = Vec::new();
         for p in cands.iter().filter(ok).filter(|p| p.tier == best) {
-            first.get_or_insert(p);
-            if !distinct.contains(&p.unit) {
-                distinct.push(p.unit);
+            match first {
+                None => first = Some(p),
+                Some(f) if p.unit != f.unit && !others.contains(&p.unit) => others.push(p.unit),
+                Some(_) => {}
             }
         }
         (
-            distinct.len() as u32,
+            1 + others.len() as u32,
             first.and_then(|p| p.unit),
             first.and_then(|p| p.market),
         )
@@ -207,7 +318,8 @@ pub fn join_indexed(usage: &DataFrame, index: &PriceIndex) -> PolarsResult<DataF
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    let mut mkey = String::new();
+    let (mut mkey, mut kkey) = (String::new(), String::new());
+    let mut kinds: Vec<(Cow<str>, Cow<str>, Option<u32>)> = Vec::with_capacity(8);
     let rows = meter
         .iter()
         .zip(pm.iter())
@@ -234,15 +346,29 @@ pub fn join_indexed(usage: &DataFrame, index: &PriceIndex) -> PolarsResult<DataF
                     Some("third-party charge: not on a Microsoft price sheet".into()),
                 )
             } else {
-                mkey.clear();
-                mkey.extend(meter.unwrap_or("").chars().map(|c| c.to_ascii_lowercase()));
-                let (np, unit, market) = index.lookup(
-                    &mkey,
-                    &ptype,
-                    &term_key(term),
-                    date[i],
-                    qty[i].map(i128::abs),
-                );
+                let term = term_key(term);
+                // Rows mostly share a few (price type, term) pairs: the last ones are kept.
+                let kind = match kinds.iter().find(|(p, t, _)| *p == ptype && *t == term) {
+                    Some(&(_, _, k)) => k,
+                    None => {
+                        let k = index.kind(&mut kkey, &ptype, &term);
+                        if kinds.len() == 8 {
+                            kinds.remove(0);
+                        }
+                        kinds.push((ptype.clone(), term, k));
+                        k
+                    }
+                };
+                let found = match kind {
+                    Some(kind) => index.lookup(
+                        index.meter(meter.unwrap_or(""), &mut mkey),
+                        kind,
+                        date[i],
+                        qty[i].map(i128::abs),
+                    ),
+                    None => (0, None, None),
+                };
+                let (np, unit, market) = found;
                 if np == 0 {
                     (
                         NO_PRICE_ROW,
@@ -272,11 +398,12 @@ pub fn join_indexed(usage: &DataFrame, index: &PriceIndex) -> PolarsResult<DataF
                 return None;
             }
             let one = 1_000_000_000_000_000_000;
-            from_dec(
-                to_dec(qty[i]?)?
-                    .checked_mul(to_dec(u?)?)?
-                    .checked_mul(to_dec(fx[i].unwrap_or(one))?)?,
-            )
+            let priced = to_dec(qty[i]?)?.checked_mul(to_dec(u?)?)?;
+            // × 1 changes nothing (the product's digits are kept exactly, then rounded once).
+            match fx[i].unwrap_or(one) {
+                f if f == one => from_dec(priced),
+                f => from_dec(priced.checked_mul(to_dec(f)?)?),
+            }
         };
         list_c.push(cost(list_u[i]));
         con_c.push(cost(con_u[i]));
@@ -310,17 +437,50 @@ const COVERAGE_KEYS: [&str; 6] = [
 ];
 
 /// Matched / unmatched by reason and meter: rows and effective cost (unordered: chunks of a group
-/// are folded by [`merge_coverage`], which orders the result).
+/// are folded by [`merge_coverage`], which orders the result). One pass with a hash table of
+/// borrowed keys (null is a key like any other; a group's cost is the sum of its non-null costs,
+/// 0 when it has none, as polars sums).
 pub fn coverage(costs: &DataFrame) -> PolarsResult<DataFrame> {
-    costs
-        .clone()
-        .lazy()
-        .group_by(COVERAGE_KEYS.map(col))
-        .agg([
-            len().cast(DataType::UInt64).alias("rows"),
-            col("effective_cost").sum().alias("effective_cost"),
-        ])
-        .collect()
+    let keys = COVERAGE_KEYS
+        .iter()
+        .map(|k| Ok(costs.column(k)?.str()?.clone()))
+        .collect::<PolarsResult<Vec<StringChunked>>>()?;
+    let cost = costs
+        .column("effective_cost")?
+        .decimal()?
+        .physical()
+        .clone();
+    let mut iters: Vec<_> = keys.iter().map(|k| k.iter()).collect();
+    let mut groups: PlIndexMap<[Option<&str>; 6], (u64, i128)> = PlIndexMap::default();
+    for c in cost.iter() {
+        let mut key = [None; 6];
+        for (k, it) in key.iter_mut().zip(iters.iter_mut()) {
+            *k = it.next().flatten();
+        }
+        let g = groups.entry(key).or_insert((0, 0));
+        g.0 += 1;
+        g.1 = g
+            .1
+            .checked_add(c.unwrap_or(0))
+            .ok_or_else(|| polars_err!(ComputeError: "price coverage: effective cost overflows"))?;
+    }
+    let mut cols: Vec<Column> = (0..COVERAGE_KEYS.len())
+        .map(|i| {
+            Column::new(
+                COVERAGE_KEYS[i].into(),
+                groups.keys().map(|k| k[i]).collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    cols.push(Column::new(
+        "rows".into(),
+        groups.values().map(|v| v.0).collect::<Vec<u64>>(),
+    ));
+    cols.push(decimal_column(
+        "effective_cost",
+        groups.values().map(|v| Some(v.1)).collect(),
+    )?);
+    DataFrame::new(groups.len(), cols)
 }
 
 /// Coverage frames of several chunks of one group → the group's coverage, in a total order.
@@ -614,6 +774,54 @@ dup,1.10,1.10,2026-09-01,2099-12-31,Consumption,,0
         assert_eq!(price_type(Some("OnDemand"), None), "Consumption");
         assert_eq!(price_type(None, Some("r")), "ReservedInstance");
         assert_eq!(price_type(Some("Spot"), None), "Spot");
+        // The spellings taken without allocating read as their normalized forms do.
+        for (fast, slow) in [
+            ("On Demand", " on  demand "),
+            ("Reservation", "RESERVATION"),
+            ("Spot", "s p o t"),
+            ("SavingsPlan", "Savings\u{a0}plan"),
+            ("Savings Plan", "savingsplan"),
+        ] {
+            assert!(matches!(price_type(Some(fast), None), Cow::Borrowed(_)));
+            assert_eq!(price_type(Some(fast), None), price_type(Some(slow), None));
+        }
+        assert_eq!(price_type(Some(" "), Some("r")), "ReservedInstance");
+        assert_eq!(price_type(Some("Other Model"), None), "othermodel");
+        let key = |p: &str, t: &str| {
+            let mut k = String::new();
+            kind_key(&mut k, p, t.chars());
+            k
+        };
+        assert_ne!(key("a:b", ""), key("a", ":b"));
+        assert_eq!(term_key(Some(" 24 ")), "P2Y");
+        // Meters: GUIDs by number, whatever their case; other forms as lower-cased text.
+        let g = "6F1D3A0E-1B2C-4D5E-8F90-A1B2C3D4E5F6";
+        assert!(MeterKey::guid(g).is_some());
+        assert_eq!(MeterKey::guid(g), MeterKey::guid(&g.to_ascii_lowercase()));
+        assert_eq!(MeterKey::guid(&format!("{{{g}}}")), None);
+        assert_eq!(MeterKey::guid(&g.replace('-', "")), None);
+        let mut p = PriceBuilder::new();
+        p.push_csv(
+            "sheet",
+            format!("MeterId,UnitPrice,EffectiveStartDate,PriceType\n{g},1,2026-09-01,Consumption\n{{{g}}},2,2026-09-01,Consumption\nAbC,3,2026-09-01,Consumption\n{g},4,2026-09-01,Spot\n").as_bytes(),
+        )
+        .unwrap();
+        let index = PriceIndex::new(&p.finish("2026-09", "P").unwrap()).unwrap();
+        let units = |m: &str| -> Vec<Option<i128>> {
+            index
+                .meter(m, &mut String::new())
+                .iter()
+                .map(|p| p.unit)
+                .collect()
+        };
+        let e18 = 10i128.pow(18);
+        assert_eq!(units(&g.to_ascii_lowercase()), [Some(e18), Some(4 * e18)]);
+        assert_eq!(
+            units(&format!("{{{}}}", g.to_ascii_lowercase())),
+            [Some(2 * e18)]
+        );
+        assert_eq!(units("abc"), [Some(3 * e18)]);
+        assert_eq!(units("ab"), []);
         assert_eq!(
             (
                 term_key(Some("12")),
@@ -621,7 +829,63 @@ dup,1.10,1.10,2026-09-01,2099-12-31,Consumption,,0
                 term_key(Some("1")),
                 term_key(None)
             ),
-            ("P1Y".into(), "P3Y".into(), "P1M".into(), String::new())
+            ("P1Y".into(), "P3Y".into(), "P1M".into(), "".into())
         );
+    }
+
+    proptest::proptest! {
+        /// Costs skip the multiplication by an exchange rate of exactly 1: the same digits as
+        /// multiplying by it.
+        #[test]
+        fn times_one_changes_nothing(q in -(10i128.pow(28))..10i128.pow(28), u in 0i128..10i128.pow(26)) {
+            let one = 1_000_000_000_000_000_000i128;
+            let p = to_dec(q).zip(to_dec(u)).and_then(|(q, u)| q.checked_mul(u));
+            let with = p.and_then(|p| p.checked_mul(to_dec(one)?)).and_then(from_dec);
+            proptest::prop_assert_eq!(p.and_then(from_dec), with);
+        }
+    }
+
+    /// The polars group-by that [`coverage`] replaced: the reference it must agree with.
+    fn coverage_before(costs: &DataFrame) -> PolarsResult<DataFrame> {
+        costs
+            .clone()
+            .lazy()
+            .group_by(COVERAGE_KEYS.map(col))
+            .agg([
+                len().cast(DataType::UInt64).alias("rows"),
+                col("effective_cost").sum().alias("effective_cost"),
+            ])
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, ..Default::default() })]
+        /// Same groups, rows and sums as polars' group-by, nulls included, on several chunks.
+        #[test]
+        fn coverage_agrees_with_polars(
+            rows in proptest::collection::vec(
+                (proptest::collection::vec(proptest::option::of(0u8..3), 6), proptest::option::of(-5i128..5)),
+                1..60,
+            ),
+            split in 0usize..60,
+        ) {
+            let text = |i: usize, v: Option<u8>| v.map(|v| format!("{}{v}", COVERAGE_KEYS[i]));
+            let mut cols: Vec<Column> = (0..6)
+                .map(|i| Column::new(COVERAGE_KEYS[i].into(), rows.iter().map(|(k, _)| text(i, k[i])).collect::<Vec<_>>()))
+                .collect();
+            cols.push(decimal_column("effective_cost", rows.iter().map(|(_, c)| c.map(|c| c * 10i128.pow(17))).collect()).unwrap());
+            let mut df = DataFrame::new(rows.len(), cols).unwrap();
+            // Two chunks, as a chunk of stacked pages can be.
+            let at = split.min(rows.len());
+            let (a, b) = (df.slice(0, at), df.slice(at as i64, rows.len() - at));
+            df = a;
+            df.vstack_mut_owned(b).unwrap();
+            let ours = merge_coverage(vec![coverage(&df).unwrap()]).unwrap();
+            let theirs = merge_coverage(vec![coverage_before(&df).unwrap()]).unwrap();
+            proptest::prop_assert_eq!(ours.schema(), theirs.schema());
+            proptest::prop_assert!(ours.equals_missing(&theirs), "{ours}\n{theirs}");
+            let (x, y) = (coverage(&df).unwrap(), coverage_before(&df).unwrap());
+            proptest::prop_assert_eq!(x.schema(), y.schema());
+        }
     }
 }

@@ -295,8 +295,9 @@ impl<'a> Scanner<'a> {
 }
 
 /// The first index from `i` holding `"`, `\\` or a control character (`b.len()` if none). Eight
-/// bytes are tested at a time as one `u64` (a byte equal to `"` or `\\`, or below 0x20, sets
-/// its high bit in `hit`; the test is exact for "any such byte"), then the byte is found one by one.
+/// bytes are tested at a time as one `u64`: a byte equal to `"` or `\\`, or below 0x20, sets its
+/// high bit in `hit`. A borrow can also set the bit of a byte *after* such a byte, never before
+/// one, so the lowest set bit is the first such byte exactly.
 #[inline]
 pub(crate) fn special(b: &[u8], mut i: usize) -> usize {
     const LO: u64 = 0x0101_0101_0101_0101;
@@ -305,11 +306,12 @@ pub(crate) fn special(b: &[u8], mut i: usize) -> usize {
         let x = u64::from_le_bytes(chunk);
         let q = x ^ (LO * u64::from(b'"'));
         let s = x ^ (LO * u64::from(b'\\'));
-        let hit = (q.wrapping_sub(LO) & !q)
+        let hit = ((q.wrapping_sub(LO) & !q)
             | (s.wrapping_sub(LO) & !s)
-            | (x.wrapping_sub(LO * 0x20) & !x);
-        if hit & HI != 0 {
-            break;
+            | (x.wrapping_sub(LO * 0x20) & !x))
+            & HI;
+        if hit != 0 {
+            return i + (hit.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
@@ -401,6 +403,22 @@ mod tests {
         assert_eq!(got[1].1.text().unwrap(), "ab");
         assert_eq!(got[2].1, Raw::Str("plain"));
         assert_eq!(got[3].1, Raw::Other(r#"{"x":[1]}"#));
+    }
+
+    proptest::proptest! {
+        /// Any bytes, from any start: the first special byte, as a plain search finds it.
+        #[test]
+        fn special_is_the_first_special_byte(
+            b in proptest::collection::vec(proptest::sample::select(vec![b'a', b'"', b'\\', 0, 0x1f, 0x20, 0x21, 0x5b, 0x5d, 0x7f, 0x80, 0xa0, 0xff]), 0..64),
+            from in 0usize..64,
+        ) {
+            let from = from.min(b.len());
+            let want = b[from..]
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .map_or(b.len(), |p| from + p);
+            proptest::prop_assert_eq!(special(&b, from), want);
+        }
     }
 
     proptest::proptest! {
