@@ -94,6 +94,16 @@ impl PriceBuilder {
     }
 
     pub fn push_csv(&mut self, what: &str, body: &[u8]) -> Result<usize, DecodeError> {
+        self.push_csv_as(what, body, true)
+    }
+
+    /// `allow_plain`: a body without quotes may be split in place (tests compare both readings).
+    fn push_csv_as(
+        &mut self,
+        what: &str,
+        body: &[u8],
+        allow_plain: bool,
+    ) -> Result<usize, DecodeError> {
         let bad = |reason: String| DecodeError {
             what: what.to_owned(),
             reason,
@@ -118,36 +128,79 @@ impl PriceBuilder {
             .map(|c| index.get(c.1).copied())
             .collect();
         let mut n = 0;
-        let mut rec = csv::ByteRecord::new();
-        loop {
-            let line = n + 2;
-            match rd.read_byte_record(&mut rec) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => return Err(bad(format!("line {line}: {e}"))),
-            }
-            for (i, (name, _, kind)) in PRICE_COLUMNS.iter().enumerate() {
-                let e = |r: String| bad(format!("line {line}, {name}: {r}"));
-                let v = match pos[i].and_then(|p| rec.get(p)) {
-                    None => None,
-                    Some(raw) => Some(
-                        std::str::from_utf8(raw)
-                            .map_err(|u| e(format!("not UTF-8: {u}")))?
-                            .trim(),
-                    ),
+        // Without a single `"`, a record is a line and a field what lies between commas: the
+        // body is checked as UTF-8 once and split in place. With quotes, the csv reader.
+        let data = body
+            .strip_prefix("\u{feff}".as_bytes())
+            .unwrap_or(body)
+            .get(usize::try_from(rd.position().byte()).unwrap_or(usize::MAX)..);
+        let plain = data
+            .filter(|_| allow_plain && !body.contains(&b'"'))
+            .and_then(|d| simdutf8::basic::from_utf8(d).ok());
+        if let Some(text) = plain {
+            let width = rd.headers().map(|h| h.len()).unwrap_or(0);
+            let mut fields: Vec<&str> = Vec::with_capacity(width);
+            // Any of `\r`, `\n` ends a record and empty records are skipped, as the csv reader does.
+            let records = text.split('\n').flat_map(|l| l.split('\r'));
+            for record in records.filter(|r| !r.is_empty()) {
+                let line = n + 2;
+                fields.clear();
+                fields.extend(record.split(','));
+                if fields.len() != width {
+                    return Err(bad(format!(
+                        "line {line}: {} fields, but the header has {width}",
+                        fields.len()
+                    )));
                 }
-                .filter(|s| !s.is_empty());
-                match (kind, &mut self.s[i]) {
-                    ('d', _) => self.d[i].push(v.map(dec18).transpose().map_err(e)?),
-                    ('t', _) => self.t[i].push(v.map(date_days).transpose().map_err(e)?),
-                    (_, Some(b)) => b.append_option(v),
-                    (_, None) => {}
-                }
+                self.push_row(what, line, &pos, |p| Ok(fields[p]))?;
+                n += 1;
             }
-            n += 1;
+        } else {
+            let mut rec = csv::ByteRecord::new();
+            loop {
+                let line = n + 2;
+                match rd.read_byte_record(&mut rec) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => return Err(bad(format!("line {line}: {e}"))),
+                }
+                self.push_row(what, line, &pos, |p| {
+                    std::str::from_utf8(rec.get(p).unwrap_or_default())
+                        .map_err(|u| format!("not UTF-8: {u}"))
+                })?;
+                n += 1;
+            }
         }
         self.rows += n;
         Ok(n)
+    }
+
+    /// One record: `field(p)` is the text of field `p` (every `pos` is within the record).
+    fn push_row<'r>(
+        &mut self,
+        what: &str,
+        line: usize,
+        pos: &[Option<usize>],
+        field: impl Fn(usize) -> Result<&'r str, String>,
+    ) -> Result<(), DecodeError> {
+        for (i, (name, _, kind)) in PRICE_COLUMNS.iter().enumerate() {
+            let e = |reason: String| DecodeError {
+                what: what.to_owned(),
+                reason: format!("line {line}, {name}: {reason}"),
+            };
+            let v = match pos[i] {
+                None => None,
+                Some(p) => Some(field(p).map_err(e)?.trim()),
+            }
+            .filter(|s| !s.is_empty());
+            match (kind, &mut self.s[i]) {
+                ('d', _) => self.d[i].push(v.map(dec18).transpose().map_err(e)?),
+                ('t', _) => self.t[i].push(v.map(date_days).transpose().map_err(e)?),
+                (_, Some(b)) => b.append_option(v),
+                (_, None) => {}
+            }
+        }
+        Ok(())
     }
 
     pub fn finish(
@@ -196,6 +249,64 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("meterid") && e.contains("c:"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod plain {
+    //! A sheet without quotes is split in place; it must read exactly as the csv reader reads it.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn read(body: &[u8], plain: bool) -> Result<DataFrame, String> {
+        let mut b = PriceBuilder::new();
+        b.push_csv_as("sheet", body, plain)
+            .map_err(|e| e.to_string())?;
+        b.finish("2026-09", "P").map_err(|e| e.to_string())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(500), ..ProptestConfig::default() })]
+        #[test]
+        fn same_as_the_csv_reader(
+            bom in any::<bool>(),
+            extra in any::<bool>(),
+            rows in proptest::collection::vec(
+                (proptest::collection::vec(proptest::sample::select(vec!["", " ", "m1", "M1 ", "0.5", " 12.25", "-1", "2026-09-01", "2026-09-01T00:00:00Z", "Consumption", "x", "é"]), 4..=6),
+                 proptest::sample::select(vec!["\n", "\r\n", "\r", "\n\n", "\r\n\r\n"])),
+                0..12,
+            ),
+        ) {
+            let mut body = String::new();
+            if bom {
+                body.push('\u{feff}');
+            }
+            body.push_str("MeterId,UnitPrice,EffectiveStartDate,PriceType");
+            if extra {
+                body.push_str(",Unknown");
+            }
+            body.push_str("\r\n");
+            for (fields, end) in &rows {
+                body.push_str(&fields.join(","));
+                body.push_str(end);
+            }
+            let (a, b) = (read(body.as_bytes(), true), read(body.as_bytes(), false));
+            match (&a, &b) {
+                (Ok(x), Ok(y)) => prop_assert!(x.equals_missing(y), "{body:?}\n{x}\n{y}"),
+                (Err(_), Err(_)) => {}
+                _ => prop_assert!(false, "{body:?}: {a:?} vs {b:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_short_line_is_an_error_that_names_it() {
+        let e = read(
+            b"MeterId,UnitPrice,EffectiveStartDate,PriceType\nm,1,2026-09-01,Consumption\nm,1\n",
+            true,
+        )
+        .unwrap_err();
+        assert!(e.contains("line 3") && e.contains("2 fields"), "{e}");
     }
 }
 
