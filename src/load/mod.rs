@@ -186,12 +186,13 @@ impl StagedWriter {
     /// The chunk's columns (partition columns dropped; the first chunk fixes the schema) as
     /// compressed Parquet pages, one rayon task per column. A column that `same` holds too (same
     /// name and type) is taken from it: the caller guarantees that those columns of both chunks
-    /// hold the same rows.
+    /// hold the same rows. A column in several pieces (a chunk is stacked from pages) is made
+    /// contiguous in its own task, just before it is encoded: one column's copy at a time, and
+    /// still in cache when the encoder reads it.
     pub fn encode(&mut self, df: &DataFrame, same: Option<&Encoded>) -> PolarsResult<Encoded> {
         use rayon::prelude::*;
         let keys: Vec<&str> = self.keys.iter().map(|(k, _)| k.as_str()).collect();
-        let mut df = df.drop_many(keys);
-        df.rechunk_mut_par();
+        let df = df.drop_many(keys);
         let dataset = self.dataset;
         let open = self.open(&df)?;
         let names: Vec<(String, DataType)> = df
@@ -204,8 +205,7 @@ impl StagedWriter {
         }
         let rows = df.height();
         let options = open.options;
-        let batch = df.iter_chunks(CompatLevel::newest(), false).next();
-        let arrays: Vec<_> = batch.map(|b| b.columns().to_vec()).unwrap_or_default();
+        let columns = df.columns();
         let fields = (0..names.len())
             .into_par_iter()
             .map(|i| {
@@ -214,11 +214,13 @@ impl StagedWriter {
                 {
                     return Ok(same.fields[f].clone());
                 }
-                let Some(array) = arrays.get(i) else {
+                if rows == 0 {
                     return Ok(std::sync::Arc::new(Vec::new()));
-                };
+                }
+                let series = columns[i].as_materialized_series().rechunk();
+                let array = series.to_arrow(0, CompatLevel::newest());
                 let (ty, enc) = &open.fields[i];
-                let leaves = pq::array_to_columns(array, ty.clone(), options, enc)?;
+                let leaves = pq::array_to_columns(&array, ty.clone(), options, enc)?;
                 let leaves = leaves
                     .into_iter()
                     .map(|pages| {

@@ -803,8 +803,8 @@ impl GroupJob {
                     for f in it {
                         df.vstack_mut_owned(f).map_err(pl("usage chunk"))?;
                     }
-                    // One contiguous chunk: both writers and the join then read it without copies.
-                    df.rechunk_mut_par();
+                    // Left in pieces: the join reads across them, and the encoder joins each
+                    // column's pieces just before encoding it.
                     df
                 };
                 let chunk = self.keep_customers(chunk)?;
