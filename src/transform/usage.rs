@@ -277,7 +277,7 @@ fn epoch() -> chrono::NaiveDate {
 /// `str::trim`, without looking at the text when it starts and ends with a visible ASCII character
 /// (nearly every value).
 #[inline]
-fn trim(s: &str) -> &str {
+pub(crate) fn trim(s: &str) -> &str {
     match (s.as_bytes().first(), s.as_bytes().last()) {
         (Some(a), Some(z)) if a.is_ascii_graphic() && z.is_ascii_graphic() => s,
         _ => s.trim(),
