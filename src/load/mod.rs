@@ -165,6 +165,54 @@ pub struct Encoded {
     fields: Vec<std::sync::Arc<Vec<Vec<pq::CompressedPage>>>>,
 }
 
+/// A page compressed with zstd at `level`, as `polars_parquet`'s `compress` does (same frame),
+/// but with one compression context per thread, reused page after page, written straight into
+/// the page's spare capacity: polars' makes a context per page (zeroing its ~1 MB of tables) and
+/// zero-fills an output buffer of the worst-case size first.
+fn compress(page: pq::Page, level: i32) -> PolarsResult<pq::CompressedPage> {
+    use polars_parquet::parquet::CowBuffer;
+    use polars_parquet::parquet::compression::Compression;
+    use polars_parquet::parquet::page::{CompressedDataPage, CompressedDictPage};
+    thread_local! {
+        static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let squeeze = |input: &[u8]| -> PolarsResult<Vec<u8>> {
+        ZSTD.with_borrow_mut(|z| {
+            if z.as_ref().is_none_or(|(l, _)| *l != level) {
+                *z = Some((level, zstd::bulk::Compressor::new(level)?));
+            }
+            let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(input.len()));
+            if let Some((_, c)) = z.as_mut() {
+                c.compress_to_buffer(input, &mut out)?;
+            }
+            Ok(out)
+        })
+        .map_err(|e: std::io::Error| polars_err!(ComputeError: "zstd: {e}"))
+    };
+    Ok(match page {
+        pq::Page::Data(p) => {
+            let buf = squeeze(p.buffer())?;
+            let rows = p.num_rows.unwrap_or_default();
+            pq::CompressedPage::Data(CompressedDataPage::new(
+                p.header().clone(),
+                CowBuffer::Owned(buf),
+                Compression::Zstd,
+                p.buffer().len(),
+                p.descriptor,
+                rows,
+            ))
+        }
+        pq::Page::Dict(p) => pq::CompressedPage::Dict(CompressedDictPage::new(
+            CowBuffer::Owned(squeeze(&p.buffer)?),
+            Compression::Zstd,
+            p.buffer.len(),
+            p.num_values,
+            p.is_sorted,
+        )),
+    })
+}
+
 impl StagedWriter {
     /// The chunk's columns (partition columns dropped; the first chunk fixes the schema) as
     /// compressed Parquet pages, one rayon task per column. A column that `same` holds too (same
@@ -177,6 +225,7 @@ impl StagedWriter {
         let keys: Vec<&str> = self.keys.iter().map(|(k, _)| k.as_str()).collect();
         let df = df.drop_many(keys);
         let dataset = self.dataset;
+        let level = self.zstd_level;
         let open = self.open(&df)?;
         let names: Vec<(String, DataType)> = df
             .schema()
@@ -224,7 +273,7 @@ impl StagedWriter {
                     .into_iter()
                     .map(|pages| {
                         pages
-                            .map(|page| Ok(pq::compress(page?, Vec::new(), options.compression)?))
+                            .map(|page| compress(page?, level))
                             .collect::<PolarsResult<Vec<_>>>()
                     })
                     .collect::<PolarsResult<Vec<_>>>()?;
