@@ -464,43 +464,79 @@ pub fn coverage(costs: &DataFrame) -> PolarsResult<DataFrame> {
             .checked_add(c.unwrap_or(0))
             .ok_or_else(|| polars_err!(ComputeError: "price coverage: effective cost overflows"))?;
     }
-    let mut cols: Vec<Column> = (0..COVERAGE_KEYS.len())
-        .map(|i| {
-            Column::new(
-                COVERAGE_KEYS[i].into(),
-                groups.keys().map(|k| k[i]).collect::<Vec<_>>(),
-            )
-        })
-        .collect();
-    cols.push(Column::new(
-        "rows".into(),
-        groups.values().map(|v| v.0).collect::<Vec<u64>>(),
-    ));
-    cols.push(decimal_column(
-        "effective_cost",
-        groups.values().map(|v| Some(v.1)).collect(),
-    )?);
-    DataFrame::new(groups.len(), cols)
+    coverage_frame(groups.len(), groups.into_iter())
 }
 
-/// Coverage frames of several chunks of one group → the group's coverage, in a total order.
+/// A coverage frame from its groups (keys in [`COVERAGE_KEYS`] order, rows, effective cost).
+fn coverage_frame<'a>(
+    n: usize,
+    groups: impl Iterator<Item = ([Option<&'a str>; 6], (u64, i128))>,
+) -> PolarsResult<DataFrame> {
+    let mut keys: [Vec<Option<&str>>; 6] = Default::default();
+    let (mut rows, mut cost) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for (k, (r, c)) in groups {
+        for (col, v) in keys.iter_mut().zip(k) {
+            col.push(v);
+        }
+        rows.push(r);
+        cost.push(Some(c));
+    }
+    let mut cols: Vec<Column> = keys
+        .into_iter()
+        .zip(COVERAGE_KEYS)
+        .map(|(v, name)| Column::new(name.into(), v))
+        .collect();
+    cols.push(Column::new("rows".into(), rows));
+    cols.push(decimal_column("effective_cost", cost)?);
+    DataFrame::new(n, cols)
+}
+
+/// Coverage frames of several chunks of one group → the group's coverage, ordered by price match,
+/// meter id, meter name, currency, period, profile (nulls last). One hash pass over borrowed keys
+/// and a sort of the groups (a polars group-by and sort cost more than the rest of the coverage).
 pub fn merge_coverage(parts: Vec<DataFrame>) -> PolarsResult<DataFrame> {
-    let lazy: Vec<LazyFrame> = parts.into_iter().map(DataFrame::lazy).collect();
-    concat(lazy, UnionArgs::default())?
-        .group_by(COVERAGE_KEYS.map(col))
-        .agg([col("rows").sum(), col("effective_cost").sum()])
-        .sort(
-            [
-                "price_match",
-                "meter_id",
-                "meter_name",
-                "billing_currency",
-                "billing_period",
-                "billing_profile",
-            ],
-            SortMultipleOptions::default().with_nulls_last(true),
-        )
-        .collect()
+    let cols = parts
+        .iter()
+        .map(|p| {
+            let keys = COVERAGE_KEYS
+                .iter()
+                .map(|k| Ok(p.column(k)?.str()?.clone()))
+                .collect::<PolarsResult<Vec<StringChunked>>>()?;
+            let rows = p.column("rows")?.u64()?.clone();
+            let cost = p.column("effective_cost")?.decimal()?.physical().clone();
+            Ok((keys, rows, cost))
+        })
+        .collect::<PolarsResult<Vec<_>>>()?;
+    let mut groups: PlIndexMap<[Option<&str>; 6], (u64, i128)> = PlIndexMap::default();
+    for (keys, rows, cost) in &cols {
+        let mut iters: Vec<_> = keys.iter().map(|k| k.iter()).collect();
+        for (r, c) in rows.iter().zip(cost.iter()) {
+            let mut key = [None; 6];
+            for (k, it) in key.iter_mut().zip(iters.iter_mut()) {
+                *k = it.next().flatten();
+            }
+            let g = groups.entry(key).or_insert((0, 0));
+            g.0 += r.unwrap_or(0);
+            g.1 = g.1.checked_add(c.unwrap_or(0)).ok_or_else(
+                || polars_err!(ComputeError: "price coverage: effective cost overflows"),
+            )?;
+        }
+    }
+    // Sort keys: price_match, meter_id, meter_name, billing_currency, billing_period,
+    // billing_profile; a null after every value (`None < Some` reversed).
+    const ORDER: [usize; 6] = [2, 3, 4, 5, 0, 1];
+    let mut sorted: Vec<_> = groups.into_iter().collect();
+    sorted.sort_unstable_by(|(a, _), (b, _)| {
+        ORDER
+            .iter()
+            .map(|&i| match (a[i], b[i]) {
+                (Some(x), Some(y)) => x.cmp(y),
+                (x, y) => y.is_some().cmp(&x.is_some()),
+            })
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    coverage_frame(sorted.len(), sorted.into_iter())
 }
 
 #[cfg(test)]
@@ -858,9 +894,30 @@ dup,1.10,1.10,2026-09-01,2099-12-31,Consumption,,0
             .collect()
     }
 
+    /// The previous merge, a polars group-by and sort: the reference for [`merge_coverage`].
+    fn merge_before(parts: Vec<DataFrame>) -> PolarsResult<DataFrame> {
+        let lazy: Vec<LazyFrame> = parts.into_iter().map(DataFrame::lazy).collect();
+        concat(lazy, UnionArgs::default())?
+            .group_by(COVERAGE_KEYS.map(col))
+            .agg([col("rows").sum(), col("effective_cost").sum()])
+            .sort(
+                [
+                    "price_match",
+                    "meter_id",
+                    "meter_name",
+                    "billing_currency",
+                    "billing_period",
+                    "billing_profile",
+                ],
+                SortMultipleOptions::default().with_nulls_last(true),
+            )
+            .collect()
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, ..Default::default() })]
-        /// Same groups, rows and sums as polars' group-by, nulls included, on several chunks.
+        /// Same groups, rows and sums as polars' group-by, nulls included, on several chunks;
+        /// merged and ordered as polars' group-by and sort did.
         #[test]
         fn coverage_agrees_with_polars(
             rows in proptest::collection::vec(
@@ -878,10 +935,12 @@ dup,1.10,1.10,2026-09-01,2099-12-31,Consumption,,0
             // Two chunks, as a chunk of stacked pages can be.
             let at = split.min(rows.len());
             let (a, b) = (df.slice(0, at), df.slice(at as i64, rows.len() - at));
+            // A chunk folded with another (here: its first part again).
+            let a2 = a.clone();
             df = a;
             df.vstack_mut_owned(b).unwrap();
-            let ours = merge_coverage(vec![coverage(&df).unwrap()]).unwrap();
-            let theirs = merge_coverage(vec![coverage_before(&df).unwrap()]).unwrap();
+            let ours = merge_coverage(vec![coverage(&a2).unwrap(), coverage(&df).unwrap()]).unwrap();
+            let theirs = merge_before(vec![coverage_before(&a2).unwrap(), coverage_before(&df).unwrap()]).unwrap();
             proptest::prop_assert_eq!(ours.schema(), theirs.schema());
             proptest::prop_assert!(ours.equals_missing(&theirs), "{ours}\n{theirs}");
             let (x, y) = (coverage(&df).unwrap(), coverage_before(&df).unwrap());
