@@ -441,30 +441,48 @@ const COVERAGE_KEYS: [&str; 6] = [
 /// borrowed keys (null is a key like any other; a group's cost is the sum of its non-null costs,
 /// 0 when it has none, as polars sums).
 pub fn coverage(costs: &DataFrame) -> PolarsResult<DataFrame> {
-    let keys = COVERAGE_KEYS
-        .iter()
-        .map(|k| Ok(costs.column(k)?.str()?.clone()))
-        .collect::<PolarsResult<Vec<StringChunked>>>()?;
+    let keys = coverage_keys(costs)?;
     let cost = costs
         .column("effective_cost")?
         .decimal()?
         .physical()
         .clone();
+    let mut groups = Groups::default();
+    fold(&mut groups, &keys, cost.iter().map(|c| (1, c)))?;
+    coverage_frame(groups.len(), groups.into_iter())
+}
+
+/// Coverage groups: keys in [`COVERAGE_KEYS`] order → (rows, effective cost).
+type Groups<'a> = PlIndexMap<[Option<&'a str>; 6], (u64, i128)>;
+
+/// The [`COVERAGE_KEYS`] columns of `df`.
+fn coverage_keys(df: &DataFrame) -> PolarsResult<Vec<StringChunked>> {
+    COVERAGE_KEYS
+        .iter()
+        .map(|k| Ok(df.column(k)?.str()?.clone()))
+        .collect()
+}
+
+/// Adds each row — its keys read from `keys`, its (row count, cost) from `rows` — to its group.
+fn fold<'a>(
+    groups: &mut Groups<'a>,
+    keys: &'a [StringChunked],
+    rows: impl Iterator<Item = (u64, Option<i128>)>,
+) -> PolarsResult<()> {
     let mut iters: Vec<_> = keys.iter().map(|k| k.iter()).collect();
-    let mut groups: PlIndexMap<[Option<&str>; 6], (u64, i128)> = PlIndexMap::default();
-    for c in cost.iter() {
+    for (r, c) in rows {
         let mut key = [None; 6];
         for (k, it) in key.iter_mut().zip(iters.iter_mut()) {
             *k = it.next().flatten();
         }
         let g = groups.entry(key).or_insert((0, 0));
-        g.0 += 1;
+        g.0 += r;
         g.1 = g
             .1
             .checked_add(c.unwrap_or(0))
             .ok_or_else(|| polars_err!(ComputeError: "price coverage: effective cost overflows"))?;
     }
-    coverage_frame(groups.len(), groups.into_iter())
+    Ok(())
 }
 
 /// A coverage frame from its groups (keys in [`COVERAGE_KEYS`] order, rows, effective cost).
@@ -498,29 +516,18 @@ pub fn merge_coverage(parts: Vec<DataFrame>) -> PolarsResult<DataFrame> {
     let cols = parts
         .iter()
         .map(|p| {
-            let keys = COVERAGE_KEYS
-                .iter()
-                .map(|k| Ok(p.column(k)?.str()?.clone()))
-                .collect::<PolarsResult<Vec<StringChunked>>>()?;
             let rows = p.column("rows")?.u64()?.clone();
             let cost = p.column("effective_cost")?.decimal()?.physical().clone();
-            Ok((keys, rows, cost))
+            Ok((coverage_keys(p)?, rows, cost))
         })
         .collect::<PolarsResult<Vec<_>>>()?;
-    let mut groups: PlIndexMap<[Option<&str>; 6], (u64, i128)> = PlIndexMap::default();
+    let mut groups = Groups::default();
     for (keys, rows, cost) in &cols {
-        let mut iters: Vec<_> = keys.iter().map(|k| k.iter()).collect();
-        for (r, c) in rows.iter().zip(cost.iter()) {
-            let mut key = [None; 6];
-            for (k, it) in key.iter_mut().zip(iters.iter_mut()) {
-                *k = it.next().flatten();
-            }
-            let g = groups.entry(key).or_insert((0, 0));
-            g.0 += r.unwrap_or(0);
-            g.1 = g.1.checked_add(c.unwrap_or(0)).ok_or_else(
-                || polars_err!(ComputeError: "price coverage: effective cost overflows"),
-            )?;
-        }
+        let rows = rows
+            .iter()
+            .zip(cost.iter())
+            .map(|(r, c)| (r.unwrap_or(0), c));
+        fold(&mut groups, keys, rows)?;
     }
     // Sort keys: price_match, meter_id, meter_name, billing_currency, billing_period,
     // billing_profile; a null after every value (`None < Some` reversed).
