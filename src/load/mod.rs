@@ -179,13 +179,12 @@ fn compress(page: pq::Page, level: i32) -> PolarsResult<pq::CompressedPage> {
     }
     let squeeze = |input: &[u8]| -> PolarsResult<Vec<u8>> {
         ZSTD.with_borrow_mut(|z| {
-            if z.as_ref().is_none_or(|(l, _)| *l != level) {
-                *z = Some((level, zstd::bulk::Compressor::new(level)?));
-            }
+            let c = match z {
+                Some((l, c)) if *l == level => c,
+                slot => &mut slot.insert((level, zstd::bulk::Compressor::new(level)?)).1,
+            };
             let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(input.len()));
-            if let Some((_, c)) = z.as_mut() {
-                c.compress_to_buffer(input, &mut out)?;
-            }
+            c.compress_to_buffer(input, &mut out)?;
             Ok(out)
         })
         .map_err(|e: std::io::Error| polars_err!(ComputeError: "zstd: {e}"))
